@@ -102,7 +102,8 @@ class GroundTruthChannel:
     """One ground-truth channel of a test image: a mask file and, once read, its defect config.
 
     ``pixel_value`` selects the config; ``None`` means a plain binary mask (MVTec AD style)
-    whose non-zero pixels form the defect.
+    whose non-zero pixels form the defect; ``0`` means "read the value from the mask when loading"
+    (AutoVI readers index paths only).
     """
 
     path: Path
@@ -197,16 +198,22 @@ class Category:
     def load_channels(self, sample: Sample, shape: tuple[int, int] | None = None) -> list[tuple[np.ndarray, DefectConfig]]:
         """The sample's ground-truth channels as ``(bool mask, DefectConfig)`` pairs.
 
-        ``shape`` (the image's ``(H, W)``) is checked when given.
+        ``shape`` (the image's ``(H, W)``) is checked when given. A channel with ``pixel_value`` 0
+        takes its value from the mask's non-zero pixels; any non-``None`` value must be in
+        ``defects_config`` and the mask must not be empty (as the official evaluator requires).
         """
         from .image_io import read_mask
 
         out = []
         for channel in sample.channels:
             mask, value = read_mask(channel.path)
-            if channel.pixel_value is not None and value is not None and value != channel.pixel_value:
-                raise DataError(f"{channel.path}: mask value {value} differs from expected {channel.pixel_value}")
-            resolved = GroundTruthChannel(channel.path, value if channel.pixel_value is not None else None)
+            resolved = channel
+            if channel.pixel_value is not None:
+                if value is None:
+                    raise DataError(f"{channel.path}: ground-truth channel is empty (no non-zero pixel)")
+                if channel.pixel_value != 0 and value != channel.pixel_value:
+                    raise DataError(f"{channel.path}: mask value {value} differs from expected {channel.pixel_value}")
+                resolved = GroundTruthChannel(channel.path, value)
             cfg = self.config_for(resolved)
             if shape is not None and mask.shape != tuple(shape):
                 raise DataError(

@@ -1,0 +1,25 @@
+"""autovi-core: interfaces, plugin discovery, datasets, official-grade metrics, runner and CLI
+for unsupervised visual anomaly detection on the AutoVI benchmark."""
+
+from .dataset import IMAGE_LAYOUT, Category, DatasetProvider, DefectConfig, Sample
+from .detector import Capabilities, Detector, LabelledDefects, Prediction
+from .hookspecs import hookimpl
+from .metric import EvaluationData, Metric
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMAGE_LAYOUT",
+    "Capabilities",
+    "Category",
+    "DatasetProvider",
+    "DefectConfig",
+    "Detector",
+    "EvaluationData",
+    "LabelledDefects",
+    "Metric",
+    "Prediction",
+    "Sample",
+    "hookimpl",
+    "__version__",
+]

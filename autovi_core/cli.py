@@ -1,0 +1,269 @@
+"""The ``autovi`` command line: list, run, evaluate, report (see docs/cli.md for the contract)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import AutoviError, ConfigError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="autovi: unsupervised visual anomaly detection on AutoVI, with official-grade metrics.",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+# --- list -----------------------------------------------------------------------------------------
+@app.command("list")
+def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:
+    """List every installed detector, dataset and metric plugin, with broken ones and their errors."""
+    from .registry import get_registry
+
+    records = sorted(get_registry().records, key=lambda r: (r.kind, r.name))
+    if as_json:
+        print(json.dumps([r.as_json() for r in records], indent=2))
+        return
+    table = Table("kind", "name", "distribution", "version", "status", "error")
+    for r in records:
+        status = "[green]ok[/green]" if r.status == "ok" else "[red]broken[/red]"
+        table.add_row(r.kind, r.name, r.distribution, r.version, status, r.error or "")
+    console.print(table)
+
+
+# --- run ------------------------------------------------------------------------------------------
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            overrides[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = raw
+    return overrides
+
+
+def _build_tasks(
+    registry: Any,
+    detectors: list[str],
+    dataset: str,
+    root: Optional[Path],
+    categories: list[str],
+    seeds: list[int],
+    profile: str,
+    overrides: dict[str, Any],
+    backbone: Optional[str],
+    weights: Optional[Path],
+    common: dict[str, Any],
+) -> list[Any]:
+    from .experiment import Task
+
+    provider = registry.dataset(dataset)
+    resolved_root = provider.resolve_root(root)
+    available = provider.categories(resolved_root)
+    for category in categories:
+        provider.check_category(resolved_root, category)
+    tasks = []
+    for name in detectors:
+        detector_cls = registry.detector_class(name)
+        hparams = detector_cls.resolve_hparams(profile, overrides)  # validates names early
+        own = dict(overrides)
+        if backbone is not None and "backbone" in hparams:
+            own["backbone"] = backbone
+        if weights is not None and "weights" in hparams:
+            own["weights"] = str(weights)
+        for category in categories or available:
+            for seed in seeds:
+                tasks.append(
+                    Task(
+                        detector=name,
+                        category=category,
+                        seed=seed,
+                        profile=profile,
+                        dataset=dataset,
+                        root=str(resolved_root),
+                        overrides=own,
+                        **common,
+                    )
+                )
+    return tasks
+
+
+def _summary_table(records: list[dict[str, Any]]) -> Table:
+    table = Table("detector", "category", "seed", "status", "image AUROC", "AUsPRO@0.05", "pixel AUROC", "fit s", "img/s")
+
+    def fmt(value: Any, scale: float = 100.0) -> str:
+        return "-" if value is None else f"{value * scale:.1f}"
+
+    for r in records:
+        m, t = r.get("metrics") or {}, r.get("timing") or {}
+        spro = (m.get("auc_spro") or {}).get("0.05")
+        status = "[green]ok[/green]" if r["status"] == "ok" else f"[red]failed[/red] {r.get('error') or ''}"
+        table.add_row(
+            r["detector"], r["category"], str(r["seed"]), status,
+            fmt(m.get("image_auroc")), fmt(spro), fmt(m.get("pixel_auroc")),
+            fmt(t.get("fit_s"), 1.0), fmt(t.get("predict_images_per_s"), 1.0),
+        )
+    return table
+
+
+@app.command()
+def run(
+    detector: list[str] = typer.Option([], "--detector", "-d", help="Detector to run (repeatable)."),
+    all_plugins: bool = typer.Option(False, "--all-plugins", help="Run every installed detector."),
+    dataset: str = typer.Option("synthetic", "--dataset", help="Dataset plugin name."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset root (default: the dataset's own)."),
+    category: list[str] = typer.Option([], "--category", "-c", help="Category (repeatable; default: all)."),
+    seed: list[int] = typer.Option([], "--seed", "-s", help="Seed (repeatable; default 0)."),
+    profile: str = typer.Option("fast", "--profile", help="Hyperparameter profile: paper or fast."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<timestamp>)."),
+    executor: str = typer.Option("local", "--executor", help="Where experiments run: local."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output, skipping experiments already ok."),
+    save_maps: bool = typer.Option(False, "--save-maps", help="Also write anomaly maps (8-bit PNG + float TIFF)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Pretrained backbone for detectors that use one."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights file for that backbone."),
+    set_: list[str] = typer.Option([], "--set", help="Override a hyperparameter: KEY=VALUE (repeatable)."),
+    spro_mode: str = typer.Option("exact", "--spro-mode", help="exact or official sPRO curve."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-experiment time limit in seconds."),
+    in_process: bool = typer.Option(False, "--in-process", help="Run experiments in this process (no isolation)."),
+) -> None:
+    """Run every (detector, category, seed) experiment and append results to DIR/results.jsonl."""
+    from .executors import make_executor
+    from .experiment import record_key
+    from .registry import get_registry
+    from .results import RESULTS_FILE, append_record, read_records
+
+    registry = get_registry()
+    names = list(dict.fromkeys(detector))
+    if all_plugins:
+        for record in registry.records:
+            if record.status != "ok":
+                err_console.print(f"[yellow]warning:[/yellow] skipping broken plugin {record.name!r}: {record.error}")
+        names = list(dict.fromkeys(names + sorted(registry.detectors)))
+    if not names:
+        valid = ", ".join(sorted(registry.detectors)) or "none installed"
+        raise ConfigError(f"choose detectors with --detector NAME or --all-plugins; installed: {valid}")
+    if resume and output is None:
+        raise ConfigError("--resume needs --output DIR of the run to continue")
+    out_dir = output or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    common = {"device": device, "save_maps": save_maps, "output_dir": str(out_dir), "spro_mode": spro_mode}
+    tasks = _build_tasks(
+        registry, names, dataset, root, category, seed or [0], profile, _parse_sets(set_), backbone, weights, common
+    )
+    results_path = out_dir / RESULTS_FILE
+    if resume:
+        done = {record_key(r) for r in read_records(results_path) if r.get("status") == "ok"}
+        skipped = [t for t in tasks if t.key in done]
+        tasks = [t for t in tasks if t.key not in done]
+        err_console.print(f"resuming {results_path}: {len(skipped)} experiment(s) already ok, {len(tasks)} to run")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    finished: list[dict[str, Any]] = []
+
+    def on_result(task: Any, record: dict[str, Any]) -> None:
+        append_record(results_path, record)
+        finished.append(record)
+        state = "ok" if record["status"] == "ok" else f"FAILED: {record['error']}"
+        err_console.print(f"[{len(finished)}/{len(tasks)}] {task.detector} {task.category} seed {task.seed}: {state}", highlight=False)
+
+    make_executor(executor, isolate=not in_process, timeout=timeout, debug=_state["debug"]).run(tasks, on_result)
+    if finished:
+        console.print(_summary_table(finished))
+    console.print(f"results: {results_path}")
+    failed = sum(1 for r in finished if r["status"] != "ok")
+    if failed:
+        err_console.print(f"[red]{failed} of {len(finished)} experiment(s) failed[/red]")
+        raise typer.Exit(min(failed, 125))
+
+
+# --- evaluate -------------------------------------------------------------------------------------
+@app.command()
+def evaluate(
+    dataset_root: Path = typer.Option(..., "--dataset-root", help="Folder holding <category>/ in AutoVI layout."),
+    category: str = typer.Option(..., "--category", help="Category folder name."),
+    maps: Path = typer.Option(..., "--maps", help="Maps folder: <defect_dir>/<stem>.(png|tif|tiff|npy)."),
+    spro_mode: str = typer.Option("exact", "--spro-mode", help="exact (true curve) or official (evaluator-compatible)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON here too."),
+) -> None:
+    """Evaluate anomaly maps made by any tool against AutoVI-layout ground truth."""
+    from .evaluation import evaluate_maps_folder
+
+    result = evaluate_maps_folder(dataset_root, category, maps, spro_mode=spro_mode, log=err_console.print)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+
+
+# --- report ---------------------------------------------------------------------------------------
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory (or its results.jsonl)."),
+    fmt: str = typer.Option("md", "--format", help="md, csv or html."),
+    metric: str = typer.Option("image_auroc", "--metric", help="Metric path, e.g. auc_spro.0.05 or timing.fit_s."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the table to this file too."),
+) -> None:
+    """Tables over a results file: categories x methods, mean +- std over seeds, best marked (Welch, 5%)."""
+    from .report import load_results, render
+
+    records, unreadable = load_results(run_dir)
+    if unreadable:
+        err_console.print(f"[yellow]warning:[/yellow] skipped {unreadable} unreadable line(s)")
+    text = render(records, metric, fmt, unreadable=unreadable)
+    print(text)
+    if output is not None:
+        output.write_text(text)
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors unless --debug."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except AutoviError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""One experiment: a self-contained, serialisable task and the function that runs it.
+
+A :class:`Task` names everything needed to reproduce a result (detector, profile, overrides,
+dataset reference, category, seed, device). :func:`run_task` runs it in the current process and
+returns the results.jsonl record; executors (``autovi_core.executors``) decide where it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset import Category, Sample
+from .detector import Detector, LabelledDefects
+from .errors import ConfigError
+from .image_io import write_float_tiff, write_png8
+from .measure import distribution_version, peak_gpu_mb, peak_rss_mb, reset_peak_gpu, resolve_device, stopwatch
+from .metric import EvaluationData
+from .plugins import core_version
+from .seeding import seed_everything
+
+SPRO_MODES = ("exact", "official")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A (detector, dataset category, seed) experiment, serialisable to JSON."""
+
+    detector: str
+    category: str
+    seed: int = 0
+    profile: str = "fast"
+    dataset: str = "synthetic"
+    root: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    save_maps: bool = False
+    output_dir: str | None = None
+    calibration_holdout: float = 0.1
+    labelled_defects: int = 10
+    spro_mode: str = "exact"
+
+    @property
+    def key(self) -> tuple[str, str, str, int, str]:
+        """Identity used by ``--resume``."""
+        return (self.detector, self.dataset, self.category, self.seed, self.profile)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Task":
+        return cls(**json.loads(text))
+
+    def base_record(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector,
+            "dataset": self.dataset,
+            "category": self.category,
+            "seed": self.seed,
+            "profile": self.profile,
+            "status": "failed",
+            "error": None,
+            "overrides": dict(self.overrides),
+        }
+
+
+def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (record.get("detector"), record.get("dataset"), record.get("category"), record.get("seed"), record.get("profile"))
+
+
+def split_calibration(train: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out a seeded share of good training images to calibrate thresholds (none below 10 images)."""
+    n_hold = int(round(len(train) * fraction)) if len(train) >= 10 else 0
+    if n_hold == 0:
+        return train, []
+    order = np.random.default_rng(seed).permutation(len(train))
+    held = set(order[:n_hold].tolist())
+    return [s for i, s in enumerate(train) if i not in held], [s for i, s in enumerate(train) if i in held]
+
+
+def split_labelled(test: list[Sample], n: int, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Carve ``n`` labelled defective images out of the test split for a supervised detector."""
+    defective = [i for i, s in enumerate(test) if s.label == 1]
+    if n <= 0 or not defective:
+        return test, []
+    if n >= len(defective):
+        raise ConfigError(f"cannot take {n} labelled defects: the test split has only {len(defective)}")
+    chosen = set(np.random.default_rng(seed + 1).choice(defective, size=n, replace=False).tolist())
+    return [s for i, s in enumerate(test) if i not in chosen], [test[i] for i in sorted(chosen)]
+
+
+def _predict_by_size(
+    detector: Detector, category: Category, samples: list[Sample], images: list[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Image scores and one map per sample at its ground-truth size (samples of equal size batched)."""
+    shapes = [category.ground_truth_shape(s) for s in samples]
+    scores = np.zeros(len(samples))
+    maps: list[np.ndarray] = [np.empty(0, np.float32)] * len(samples)
+    for shape in dict.fromkeys(shapes):
+        index = [i for i, s in enumerate(shapes) if s == shape]
+        prediction = detector.predict([images[i] for i in index], output_size=shape)
+        if prediction.maps.shape != (len(index), *shape):
+            raise RuntimeError(
+                f"detector {detector.name!r} returned maps of shape {prediction.maps.shape[1:]} "
+                f"for {len(index)} images, expected {len(index)} maps of {shape}"
+            )
+        for j, i in enumerate(index):
+            scores[i], maps[i] = prediction.scores[j], prediction.maps[j]
+    return scores, maps
+
+
+def _save_maps(task: Task, samples: list[Sample], maps: list[np.ndarray]) -> None:
+    """Write 8-bit PNGs (min-max scaled over the test set) and raw float TIFFs."""
+    base = Path(task.output_dir or ".") / "maps" / task.detector / task.category / f"seed{task.seed}" / "test"
+    low = min(float(m.min()) for m in maps)
+    high = max(float(m.max()) for m in maps)
+    scale = 255.0 / (high - low) if high > low else 0.0
+    for sample, amap in zip(samples, maps):
+        write_png8(base / sample.defect_dir / f"{sample.stem}.png", (amap - low) * scale)
+        write_float_tiff(base / sample.defect_dir / f"{sample.stem}.tiff", amap)
+    (base.parent / "png_scaling.json").write_text(json.dumps({"min": low, "max": high, "png": "(map - min) * 255 / (max - min)"}))
+
+
+def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
+    """Run one experiment in this process and return its results record (errors propagate)."""
+    from .progress import track
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    if task.spro_mode not in SPRO_MODES:
+        raise ConfigError(f"unknown sPRO mode {task.spro_mode!r}; valid: {', '.join(SPRO_MODES)}")
+    record = task.base_record()
+    detector_cls = registry.detector_class(task.detector)
+    provider = registry.dataset(task.dataset)
+    device = resolve_device(task.device)
+    root = provider.resolve_root(task.root)
+    provider.check_category(root, task.category)
+    category = provider.load_category(root, task.category)
+
+    seed_everything(task.seed)
+    detector = detector_cls(task.profile, seed=task.seed, device=device, **task.overrides)
+    supervised = detector_cls.capabilities.supervised
+
+    train, calibration = split_calibration(category.train, task.calibration_holdout, task.seed)
+    test, labelled_samples = split_labelled(category.test, task.labelled_defects if supervised else 0, task.seed)
+    train_images = category.load_images(train, f"{task.detector}/{task.category}: loading train")
+    test_images = category.load_images(test, f"{task.detector}/{task.category}: loading test")
+    labelled = None
+    if supervised:
+        labelled = LabelledDefects(
+            images=category.load_images(labelled_samples),
+            masks=[_union(category.load_channels(s), category.ground_truth_shape(s)) for s in labelled_samples],
+            defect_dirs=[s.defect_dir for s in labelled_samples],
+        )
+
+    reset_peak_gpu()
+    with stopwatch() as fit_time:
+        detector.fit(train_images, labelled) if supervised else detector.fit(train_images)
+    detector.fitted = True
+
+    warm = test[: min(2, len(test))]
+    _predict_by_size(detector, category, warm, test_images[: len(warm)])  # warm-up: caches, JIT, cuDNN
+    with stopwatch() as predict_time:
+        scores, maps = _predict_by_size(detector, category, test, test_images)
+    calibration_scores = None
+    if calibration:
+        calibration_images = category.load_images(calibration)
+        calibration_scores = _predict_by_size(detector, category, calibration, calibration_images)[0]
+
+    channels = None
+    if category.has_masks:
+        channels = [category.load_channels(s, m.shape) for s, m in zip(track(test, "reading ground truth"), maps)]
+    data = EvaluationData(
+        keys=[s.key for s in test],
+        labels=np.array([s.label for s in test]),
+        scores=scores,
+        maps=maps if category.has_masks else None,
+        channels=channels,
+        calibration_scores=calibration_scores,
+        spro_mode=task.spro_mode,
+        seed=task.seed,
+    )
+    metrics: dict[str, Any] = {"auc_spro": None, "pixel_auroc": None, "per_defect_type": None}
+    for metric in registry.metrics.values():
+        if metric.level == "pixel" and not data.has_masks:
+            continue
+        metrics.update(metric.compute(data))
+    if task.save_maps:
+        _save_maps(task, test, maps)
+
+    record.update(
+        status="ok",
+        supervised=supervised,
+        metrics=metrics,
+        timing={
+            "fit_s": fit_time["s"],
+            "predict_images_per_s": len(test) / predict_time["s"] if predict_time["s"] > 0 else None,
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_gpu_mb": peak_gpu_mb(),
+        },
+        hparams=detector.hparams,
+        split={"train": len(train), "calibration": len(calibration), "test": len(test), "labelled_defects": len(labelled_samples)},
+        versions={
+            "autovi-core": core_version(),
+            "plugin": registry.version_of("detector", task.detector),
+            "plugin_distribution": registry.distribution_of("detector", task.detector),
+            "torch": distribution_version("torch"),
+            "numpy": np.__version__,
+            "python": sys.version.split()[0],
+        },
+        device=device,
+    )
+    return record
+
+
+def _union(channels: list[tuple[np.ndarray, Any]], shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    for channel, _ in channels:
+        mask |= channel
+    return mask

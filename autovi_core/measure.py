@@ -1,0 +1,73 @@
+"""Measuring an experiment: wall time, peak host memory, peak GPU memory, library versions."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from typing import Iterator
+
+
+@contextmanager
+def stopwatch() -> Iterator[dict[str, float]]:
+    """``with stopwatch() as t: ...`` then ``t["s"]`` holds the elapsed seconds."""
+    result = {"s": 0.0}
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        result["s"] = time.perf_counter() - start
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def reset_peak_gpu() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gpu_mb() -> float | None:
+    """Peak CUDA memory allocated by torch in this process, in MiB (None without CUDA)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / (1024.0 * 1024.0)
+
+
+def distribution_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda:0`` when torch sees a GPU, else ``cpu``; ``cuda`` becomes ``cuda:0``."""
+    from .errors import ConfigError
+
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+    if device == "cpu":
+        return "cpu"
+    has_cuda = False
+    if distribution_version("torch") is not None:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    if device == "auto":
+        return "cuda:0" if has_cuda else "cpu"
+    if not has_cuda:
+        raise ConfigError(f"device {device!r} requested but no CUDA GPU is visible to torch")
+    return "cuda:0" if device == "cuda" else device
+
+
+def machine_info() -> dict[str, str]:
+    return {"python": platform.python_version(), "platform": platform.platform(), "processor": platform.machine()}

@@ -1,0 +1,128 @@
+"""Orchestration of the metrics for one category: localisation (sPRO family) and classification.
+
+Images are identified by ``"<defect_dir>/<stem>"`` keys (``"good/000"`` for good images).
+Metric values that are undefined (e.g. AUROC with one class only) come out as ``nan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..dataset import DefectConfig
+from .classification import calibrated_rates, image_ap, image_auroc, tpr_at_tnr
+from .spro import FPR_LIMITS, auc_spro, aupro, pixel_auroc
+from .spro_official import auc_spro_official
+
+MODES = ("exact", "official")
+GOOD_DIR = "good"
+
+GroundTruth = Mapping[str, Sequence[tuple[np.ndarray, DefectConfig]]]
+
+
+def _subdir(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def _align(maps: Mapping[str, np.ndarray], gt: GroundTruth) -> list[str]:
+    """Keys to evaluate: every GT key needs a map; a map without GT must be a good image."""
+    missing = [k for k in gt if k not in maps]
+    if missing:
+        raise ValueError(f"no anomaly map for {len(missing)} test image(s), e.g. {missing[:3]}")
+    stray = [k for k in maps if k not in gt and _subdir(k) != GOOD_DIR]
+    if stray:
+        raise ValueError(f"anomaly maps without ground truth outside good/: {stray[:3]}")
+    return list(gt) + [k for k in maps if k not in gt]
+
+
+def _auc(mode: str, maps, channels, limits, seed, counted=None) -> dict[str, float]:
+    if mode == "official":
+        return auc_spro_official(maps, channels, limits, seed=seed, counted=counted)
+    return auc_spro(maps, channels, limits, counted=counted)
+
+
+def evaluate_localisation(
+    maps: Mapping[str, np.ndarray],
+    gt: GroundTruth,
+    mode: str = "exact",
+    limits: Sequence[float] = FPR_LIMITS,
+    seed: int | None = 0,
+) -> dict:
+    """AUsPRO overall, per defect type and per subdir, plus pixel AUROC and AUPRO@0.3.
+
+    ``maps`` must already be at ground-truth size; ``gt[key]`` lists ``(mask, DefectConfig)``
+    channels (empty for good images). Per defect type: all good images plus the images having a
+    channel of that type, FPR over all their channels, sPRO over that type's channels only. Per
+    subdir: all good images plus that subdir's images. ``mode`` picks the exact curve or the
+    official evaluator's refined-threshold curve (sPRO numbers only; pixel AUROC and AUPRO are
+    always exact).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown sPRO mode {mode!r}; use one of {MODES}")
+    keys = _align(maps, gt)
+    arrays = [np.asarray(maps[k]) for k in keys]
+    cfgs = [[cfg for _, cfg in gt.get(k, ())] for k in keys]
+    channels = [[(m, cfg.saturation_area(int(np.count_nonzero(m)))) for m, cfg in gt.get(k, ())] for k in keys]
+    good = [i for i, k in enumerate(keys) if _subdir(k) == GOOD_DIR]
+
+    def subset(idx: list[int], name: str | None = None) -> dict[str, float]:
+        counted = None if name is None else [[c.defect_name == name for c in cfgs[i]] for i in idx]
+        return _auc(mode, [arrays[i] for i in idx], [channels[i] for i in idx], limits, seed, counted)
+
+    names = sorted({c.defect_name for cs in cfgs for c in cs})
+    defective = [i for i in range(len(keys)) if _subdir(keys[i]) != GOOD_DIR]
+    per_type = {n: subset(good + [i for i in defective if any(c.defect_name == n for c in cfgs[i])], n) for n in names}
+    dirs = sorted({_subdir(k) for k in keys} - {GOOD_DIR})
+    per_dir = {d: subset(good + [i for i, k in enumerate(keys) if _subdir(k) == d]) for d in dirs}
+
+    unions = [_union(ch, a.shape) for ch, a in zip(channels, arrays)]
+    return {
+        "mode": mode,
+        "auc_spro": _auc(mode, arrays, channels, limits, seed),
+        "per_defect_type": per_type,
+        "per_subdir": per_dir,
+        "pixel_auroc": pixel_auroc(arrays, unions),
+        "aupro_0.3": aupro(arrays, unions, 0.3),
+    }
+
+
+def _union(channels: Sequence[tuple[np.ndarray, int]], shape: tuple[int, ...]) -> np.ndarray | None:
+    if not channels:
+        return None
+    out = np.zeros(shape, dtype=bool)
+    for mask, _ in channels:
+        out |= mask
+    return out
+
+
+def image_scores(maps: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Image score of each map: its maximum (after any resizing)."""
+    return {k: float(np.max(m)) for k, m in maps.items()}
+
+
+def evaluate_classification(
+    scores: Mapping[str, float],
+    labels: Mapping[str, int],
+    calibration_scores: Sequence[float] | None = None,
+) -> dict:
+    """Image AUROC, AP and TPR at TNR levels (pooled good vs all defective images).
+
+    With ``calibration_scores`` (held-out good training images) also the error rates at
+    thresholds set on them (``"calibrated"``).
+    """
+    missing = [k for k in scores if k not in labels]
+    if missing:
+        raise ValueError(f"no label for image(s) {missing[:3]}")
+    s = [float(scores[k]) for k in scores]
+    y = [int(labels[k]) for k in scores]
+    out = {
+        "n_good": y.count(0),
+        "n_defective": y.count(1),
+        "image_auroc": image_auroc(s, y),
+        "image_ap": image_ap(s, y),
+        "tpr_at_tnr": tpr_at_tnr(s, y),
+    }
+    if calibration_scores is not None:
+        out["calibrated"] = calibrated_rates(calibration_scores, s, y)
+    return out

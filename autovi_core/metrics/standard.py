@@ -1,0 +1,46 @@
+"""The metrics the core registers: image-level classification and pixel-level localisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..metric import EvaluationData, Metric
+from .classification import calibrated_rates, image_ap, image_auroc, tpr_at_tnr
+from .evaluate import evaluate_localisation
+
+
+class ImageClassification(Metric):
+    """Image AUROC and AP (pooled, ties as sklearn), TPR at TNR 0.99/0.95/0.9 from the test ROC,
+    and the FPR/FNR realised at thresholds calibrated on held-out good training images."""
+
+    name = "image_classification"
+    level = "image"
+    description = "image AUROC, AP, TPR@TNR, calibrated FPR/FNR"
+
+    def compute(self, data: EvaluationData) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "image_auroc": image_auroc(data.scores, data.labels),
+            "image_ap": image_ap(data.scores, data.labels),
+            "tpr_at_tnr": tpr_at_tnr(data.scores, data.labels),
+        }
+        if data.calibration_scores is not None and len(data.calibration_scores):
+            values["calibrated"] = calibrated_rates(data.calibration_scores, data.scores, data.labels)
+        return values
+
+
+class Localisation(Metric):
+    """AUsPRO at FPR 0.01/0.05/0.1/0.3/1.0 (exact or official curve), per defect type and per
+    defect folder, pixel AUROC and MVTec AD's AUPRO (connected components, FPR limit 0.3)."""
+
+    name = "localisation"
+    level = "pixel"
+    description = "AUsPRO (exact/official), per defect type, pixel AUROC, AUPRO@0.3"
+
+    def compute(self, data: EvaluationData) -> dict[str, Any]:
+        assert data.maps is not None and data.channels is not None
+        maps = dict(zip(data.keys, data.maps))
+        gt = dict(zip(data.keys, data.channels))
+        return evaluate_localisation(maps, gt, mode=data.spro_mode, seed=data.seed)
+
+
+STANDARD_METRICS: tuple[type[Metric], ...] = (ImageClassification, Localisation)

@@ -1,0 +1,48 @@
+"""Shared fixtures: the example plugin installed as its own distribution, quiet progress bars."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+EXAMPLE_PLUGIN = Path(__file__).parent / "example_plugin"
+os.environ.setdefault("AUTOVI_NO_PROGRESS", "1")
+
+
+def _install_example_plugin() -> None:
+    """Install tests/example_plugin (a separate distribution) into this environment if absent."""
+    try:
+        metadata.distribution("autovi-example-detector")
+        return
+    except metadata.PackageNotFoundError:
+        pass
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(EXAMPLE_PLUGIN)],
+        check=True,
+    )
+    import importlib
+
+    importlib.invalidate_caches()
+    from autovi_core.registry import get_registry
+
+    get_registry.cache_clear()
+
+
+_install_example_plugin()
+
+
+@pytest.fixture(scope="session")
+def example_plugin() -> Path:
+    return EXAMPLE_PLUGIN
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Generate the synthetic data into a session cache, not the user's home."""
+    if "AUTOVI_CACHE_DIR" not in os.environ:
+        os.environ["AUTOVI_CACHE_DIR"] = str(tmp_path_factory.mktemp("autovi-cache"))

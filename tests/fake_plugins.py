@@ -1,0 +1,67 @@
+"""Build throw-away plugin distributions (a .dist-info folder plus a module) on a path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+
+def make_plugin(site: Path, distribution: str, entry_name: str, module: str, source: str, version: str = "0.0.1") -> Path:
+    """Write ``module.py`` and a dist-info registering it under the ``autovi`` entry-point group."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[autovi]\n{entry_name} = {module}\n")
+    return site
+
+
+FAULTY_DETECTORS = '''
+import os
+import numpy as np
+from autovi_core import Capabilities, Detector, Prediction, hookimpl
+
+
+class _Base(Detector):
+    profiles = {"paper": {}, "fast": {}}
+
+    def fit(self, images, labelled=None):
+        self.fitted = True
+
+    def predict(self, images, output_size):
+        return Prediction(np.zeros(len(images)), np.zeros((len(images), *output_size), np.float32))
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class Raises(_Base):
+    name = "raises"
+
+    def fit(self, images, labelled=None):
+        raise RuntimeError("boom in fit")
+
+
+class Crashes(_Base):
+    name = "crashes"
+
+    def fit(self, images, labelled=None):
+        os._exit(3)
+
+
+class Hangs(_Base):
+    name = "hangs"
+
+    def fit(self, images, labelled=None):
+        import time
+        time.sleep(600)
+
+
+@hookimpl
+def autovi_register_detectors():
+    return [Raises, Crashes, Hangs]
+'''

@@ -1,0 +1,164 @@
+"""Plugin discovery, broken plugins, and the CLI contract (list, run, resume, report, evaluate)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fake_plugins import FAULTY_DETECTORS, make_plugin
+
+AUTOVI = [sys.executable, "-m", "autovi_core.cli"]
+GOLDEN = Path(os.environ.get("AUTOVI_GOLDEN", Path(__file__).resolve().parents[2] / "shared" / "golden" / "autovi_eval"))
+
+
+def autovi(*args: str, site: Path | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, AUTOVI_NO_PROGRESS="1")
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([*AUTOVI, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"autovi {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_list_json_shows_core_datasets_metrics_and_example(example_plugin):
+    entries = json.loads(autovi("list", "--json").stdout)
+    assert all(set(e) == {"kind", "name", "distribution", "version", "status", "error"} for e in entries)
+    by_kind = {(e["kind"], e["name"]): e for e in entries}
+    for name in ("synthetic", "autovi", "mvtec_ad", "mvtec_loco", "visa", "folder"):
+        assert by_kind[("dataset", name)]["distribution"] == "autovi-core"
+        assert by_kind[("dataset", name)]["status"] == "ok"
+    assert ("metric", "image_classification") in by_kind and ("metric", "localisation") in by_kind
+    assert by_kind[("detector", "pixel_gaussian")]["distribution"] == "autovi-example-detector"
+
+
+def test_broken_plugin_is_listed_not_fatal(tmp_path):
+    site = make_plugin(tmp_path / "site", "autovi-broken", "broken", "autovi_broken_mod", "import no_such_module_xyz\n")
+    proc = autovi("list", "--json", site=site)
+    broken = [e for e in json.loads(proc.stdout) if e["name"] == "broken"]
+    assert broken and broken[0]["status"] == "broken"
+    assert "no_such_module_xyz" in broken[0]["error"] and broken[0]["distribution"] == "autovi-broken"
+    # the table form works too, and the working plugins stay usable
+    assert "broken" in autovi("list", site=site).stdout
+
+
+def test_plugin_with_wrong_hook_signature_is_broken(tmp_path):
+    source = "from autovi_core import hookimpl\n\n@hookimpl\ndef autovi_register_detectors(unexpected):\n    return []\n"
+    site = make_plugin(tmp_path / "site", "autovi-badhook", "badhook", "autovi_badhook_mod", source)
+    broken = [e for e in json.loads(autovi("list", "--json", site=site).stdout) if e["name"] == "badhook"]
+    assert broken and broken[0]["status"] == "broken" and "unexpected" in broken[0]["error"]
+
+
+def test_disable_plugins_environment_variable(tmp_path, monkeypatch):
+    site = make_plugin(tmp_path / "site", "autovi-broken", "broken", "autovi_broken_mod2", "raise ImportError('x')\n")
+    monkeypatch.setenv("AUTOVI_DISABLE_PLUGINS", "broken")
+    names = {e["name"] for e in json.loads(autovi("list", "--json", site=site).stdout)}
+    assert "broken" not in names and "synthetic" in names
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_run_writes_contract_results_and_resumes(tmp_path, example_plugin):
+    out = tmp_path / "run"
+    proc = autovi("run", "--detector", "pixel_gaussian", "--category", "clip_assembly", "--seed", "0", "--seed", "1",
+                  "--output", str(out), "--save-maps")
+    records = _lines(out / "results.jsonl")
+    assert [r["seed"] for r in records] == [0, 1]
+    r = records[0]
+    for key in ("detector", "dataset", "category", "seed", "profile", "status", "error", "metrics", "timing", "versions", "device"):
+        assert key in r
+    assert r["status"] == "ok" and r["error"] is None and r["dataset"] == "synthetic" and r["device"] == "cpu"
+    m = r["metrics"]
+    assert 0.0 <= m["image_auroc"] <= 1.0 and 0.0 <= m["image_ap"] <= 1.0
+    assert set(m["tpr_at_tnr"]) == {"0.99", "0.95", "0.9"}
+    assert set(m["auc_spro"]) == {"0.01", "0.05", "0.1", "0.3", "1.0"}
+    assert set(m["per_defect_type"]) == {"missing_screw", "misplaced_clip"}
+    assert 0.5 < m["pixel_auroc"] <= 1.0
+    assert r["timing"]["fit_s"] > 0 and r["timing"]["predict_images_per_s"] > 0 and r["timing"]["peak_rss_mb"] > 10
+    assert r["versions"]["autovi-core"] and r["versions"]["plugin"] == "0.1.0"
+    maps = out / "maps" / "pixel_gaussian" / "clip_assembly" / "seed0" / "test"
+    assert (maps / "good").is_dir() and any((maps / "missing_screw").glob("*.png")) and any(maps.rglob("*.tiff"))
+    assert "pixel_gaussian" in proc.stdout  # summary table
+
+    # --resume skips what is ok and runs the rest
+    proc = autovi("run", "--detector", "pixel_gaussian", "--category", "clip_assembly", "--seed", "0", "--seed", "1",
+                  "--seed", "2", "--output", str(out), "--resume")
+    assert "2 experiment(s) already ok, 1 to run" in proc.stderr
+    assert [r["seed"] for r in _lines(out / "results.jsonl")] == [0, 1, 2]
+
+    # the saved 8-bit maps evaluate with `autovi evaluate`
+    from autovi_core.datasets.synthetic import cache_root
+
+    root = cache_root() / "synthetic" / "v1"
+    result = json.loads(autovi("evaluate", "--dataset-root", str(root), "--category", "clip_assembly", "--maps", str(maps)).stdout)
+    assert set(result["localization"]["auc_spro"]) == {"0.01", "0.05", "0.1", "0.3", "1.0"}
+
+    report = autovi("report", str(out)).stdout
+    assert "pixel_gaussian" in report and "clip_assembly" in report
+    assert "clip_assembly" in autovi("report", str(out), "--format", "csv", "--metric", "auc_spro.0.05").stdout
+
+
+def test_failing_plugins_fail_alone(tmp_path, example_plugin):
+    site = make_plugin(tmp_path / "site", "autovi-faulty", "faulty", "autovi_faulty_mod", FAULTY_DETECTORS)
+    out = tmp_path / "run"
+    proc = autovi("run", "-d", "raises", "-d", "crashes", "-d", "hangs", "-d", "pixel_gaussian", "-c", "clip_assembly",
+                  "--timeout", "20", "--output", str(out), site=site, check=False)
+    assert proc.returncode == 3, proc.stderr
+    records = {r["detector"]: r for r in _lines(out / "results.jsonl")}
+    assert records["raises"]["status"] == "failed" and "boom in fit" in records["raises"]["error"]
+    assert records["crashes"]["status"] == "failed" and "exit code 3" in records["crashes"]["error"]
+    assert records["hangs"]["status"] == "failed" and "timed out" in records["hangs"]["error"]
+    assert records["pixel_gaussian"]["status"] == "ok"
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "-d", "nope"], "unknown detector 'nope'; valid:"),
+        (["run", "-d", "pixel_gaussian", "--dataset", "nope"], "unknown dataset 'nope'; valid:"),
+        (["run", "-d", "pixel_gaussian", "-c", "nope"], "unknown category 'nope'"),
+        (["run", "-d", "pixel_gaussian", "--profile", "nope"], "no profile 'nope'; valid: paper, fast"),
+        (["run", "-d", "pixel_gaussian", "--set", "nope=1"], "no hyperparameter 'nope'; valid:"),
+        (["run"], "choose detectors with --detector NAME or --all-plugins"),
+        (["report", "/nonexistent/run"], "/nonexistent/run"),
+    ],
+)
+def test_errors_are_one_line_and_name_the_culprit(args, fragment, example_plugin, tmp_path):
+    proc = autovi(*args, "--output", str(tmp_path / "o"), check=False) if args[0] == "run" else autovi(*args, check=False)
+    assert proc.returncode != 0
+    assert fragment in proc.stderr.replace("\n", " ")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("category", ["synth", "pipe_staple"])
+def test_evaluate_golden_cases_both_modes(category):
+    expected = json.loads((GOLDEN / "EXPECTED.json").read_text())[category]
+    maps = GOLDEN / "anomaly_maps" / category / "test"
+    args = ["evaluate", "--dataset-root", str(GOLDEN / "dataset"), "--category", category, "--maps", str(maps)]
+    official = json.loads(autovi(*args, "--spro-mode", "official").stdout)
+    for limit, value in expected["official_metrics_json"]["localization"]["auc_spro"].items():
+        assert official["localization"]["auc_spro"][limit] == pytest.approx(value, abs=1e-9)
+    exact = json.loads(autovi(*args).stdout)
+    for limit, value in expected["exact_curve_auc_spro"]["auc_spro_exact"].items():
+        assert exact["localization"]["auc_spro"][limit] == pytest.approx(value, abs=1e-9)
+    assert exact["classification"]["image_auroc"] == pytest.approx(expected["image_auroc_all_defects_vs_good"], abs=1e-12)
+    scores = {k + ".png": v for k, v in exact["image_scores"].items()}
+    assert scores == pytest.approx(expected["image_scores_max"])
+
+
+def test_evaluate_reports_missing_map(tmp_path):
+    import shutil
+
+    maps = tmp_path / "maps"
+    shutil.copytree(GOLDEN / "anomaly_maps" / "synth" / "test", maps)
+    (maps / "scratch" / "000.png").unlink()
+    proc = autovi("evaluate", "--dataset-root", str(GOLDEN / "dataset"), "--category", "synth", "--maps", str(maps), check=False)
+    assert proc.returncode != 0 and "scratch/000.png: missing anomaly map" in proc.stderr
