@@ -20,19 +20,15 @@ app = typer.Typer(
     help="autovi: unsupervised visual anomaly detection on AutoVI, with official-grade metrics.",
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Wide tables when the output is a file or a pipe (rich would otherwise wrap at 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 _state = {"debug": False}
 
 
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     _state["debug"] = debug
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 # --- list -----------------------------------------------------------------------------------------
@@ -243,7 +239,8 @@ def report(
 def main() -> None:
     """Console-script entry point: one-line errors unless --debug."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns the code of a typer.Exit here
+        sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except AutoviError as exc:

@@ -117,15 +117,16 @@ def _predict_by_size(
 
 
 def _save_maps(task: Task, samples: list[Sample], maps: list[np.ndarray]) -> None:
-    """Write 8-bit PNGs (min-max scaled over the test set) and raw float TIFFs."""
-    base = Path(task.output_dir or ".") / "maps" / task.detector / task.category / f"seed{task.seed}" / "test"
+    """Write 8-bit PNGs (min-max scaled over the test set) under ``test/`` in the layout the official
+    evaluator reads, and the raw float maps as TIFFs under ``float/`` (same sub-layout)."""
+    run = Path(task.output_dir or ".") / "maps" / task.detector / task.category / f"seed{task.seed}"
     low = min(float(m.min()) for m in maps)
     high = max(float(m.max()) for m in maps)
     scale = 255.0 / (high - low) if high > low else 0.0
     for sample, amap in zip(samples, maps):
-        write_png8(base / sample.defect_dir / f"{sample.stem}.png", (amap - low) * scale)
-        write_float_tiff(base / sample.defect_dir / f"{sample.stem}.tiff", amap)
-    (base.parent / "png_scaling.json").write_text(json.dumps({"min": low, "max": high, "png": "(map - min) * 255 / (max - min)"}))
+        write_png8(run / "test" / sample.defect_dir / f"{sample.stem}.png", (amap - low) * scale)
+        write_float_tiff(run / "float" / sample.defect_dir / f"{sample.stem}.tiff", amap)
+    (run / "png_scaling.json").write_text(json.dumps({"min": low, "max": high, "png": "(map - min) * 255 / (max - min)"}))
 
 
 def run_task(task: Task, registry: Any = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import numpy as np
 from ..dataset import DefectConfig
 from .classification import calibrated_rates, image_ap, image_auroc, tpr_at_tnr
 from .spro import FPR_LIMITS, auc_spro, aupro, pixel_auroc
-from .spro_official import auc_spro_official
+from .spro_official import auc_spro_official, official_thresholds
 
 MODES = ("exact", "official")
 GOOD_DIR = "good"
@@ -36,9 +36,9 @@ def _align(maps: Mapping[str, np.ndarray], gt: GroundTruth) -> list[str]:
     return list(gt) + [k for k in maps if k not in gt]
 
 
-def _auc(mode: str, maps, channels, limits, seed, counted=None) -> dict[str, float]:
+def _auc(mode: str, maps, channels, limits, seed, counted=None, thresholds=None) -> dict[str, float]:
     if mode == "official":
-        return auc_spro_official(maps, channels, limits, seed=seed, counted=counted)
+        return auc_spro_official(maps, channels, limits, seed=seed, counted=counted, thresholds=thresholds)
     return auc_spro(maps, channels, limits, counted=counted)
 
 
@@ -56,7 +56,8 @@ def evaluate_localisation(
     channel of that type, FPR over all their channels, sPRO over that type's channels only. Per
     subdir: all good images plus that subdir's images. ``mode`` picks the exact curve or the
     official evaluator's refined-threshold curve (sPRO numbers only; pixel AUROC and AUPRO are
-    always exact).
+    always exact). In official mode the subsets are evaluated at the whole set's refined
+    thresholds, as the evaluator does.
     """
     if mode not in MODES:
         raise ValueError(f"unknown sPRO mode {mode!r}; use one of {MODES}")
@@ -66,9 +67,12 @@ def evaluate_localisation(
     channels = [[(m, cfg.saturation_area(int(np.count_nonzero(m)))) for m, cfg in gt.get(k, ())] for k in keys]
     good = [i for i, k in enumerate(keys) if _subdir(k) == GOOD_DIR]
 
+    # The evaluator reduces its whole-set curve to subsets: same thresholds, fewer images/channels.
+    thresholds = official_thresholds(arrays, channels, seed=seed) if mode == "official" else None
+
     def subset(idx: list[int], name: str | None = None) -> dict[str, float]:
         counted = None if name is None else [[c.defect_name == name for c in cfgs[i]] for i in idx]
-        return _auc(mode, [arrays[i] for i in idx], [channels[i] for i in idx], limits, seed, counted)
+        return _auc(mode, [arrays[i] for i in idx], [channels[i] for i in idx], limits, seed, counted, thresholds)
 
     names = sorted({c.defect_name for cs in cfgs for c in cs})
     defective = [i for i in range(len(keys)) if _subdir(keys[i]) != GOOD_DIR]
@@ -79,7 +83,7 @@ def evaluate_localisation(
     unions = [_union(ch, a.shape) for ch, a in zip(channels, arrays)]
     return {
         "mode": mode,
-        "auc_spro": _auc(mode, arrays, channels, limits, seed),
+        "auc_spro": _auc(mode, arrays, channels, limits, seed, thresholds=thresholds),
         "per_defect_type": per_type,
         "per_subdir": per_dir,
         "pixel_auroc": pixel_auroc(arrays, unions),

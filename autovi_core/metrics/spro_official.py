@@ -148,6 +148,19 @@ def official_curve(
     return np.asarray(thresholds, dtype=np.float64), fpr, spro
 
 
+def official_thresholds(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[Sequence[Channel]],
+    max_distance: float = 0.001,
+    seed: int | None = 0,
+) -> np.ndarray:
+    """All thresholds the evaluator queries for these images (descending, duplicates kept)."""
+    px = prepare(maps, channels)
+    if px.n_neg == 0 or px.n_channels == 0:
+        raise ValueError("the sPRO curve needs at least one negative pixel and one channel")
+    return official_curve(px, [np.asarray(m) for m in maps], max_distance, seed)[0]
+
+
 def auc_spro_official(
     maps: Sequence[np.ndarray],
     channels: Sequence[Sequence[Channel]],
@@ -156,16 +169,25 @@ def auc_spro_official(
     seed: int | None = 0,
     *,
     counted: Sequence[Sequence[bool]] | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, float]:
     """AUsPRO per FPR limit as the official evaluator computes it (its metrics.json values).
 
     Arguments as :func:`autovi_core.metrics.spro.auc_spro`. ``seed`` seeds the subsampling of
     scores for the initial thresholds, which only happens above 10 M pixels (``None``: the
-    unseeded global RNG, as the evaluator). The refinement is driven by the mean sPRO of the
-    counted channels. ``nan`` when there is no negative pixel or no counted channel.
+    unseeded global RNG, as the evaluator). ``nan`` when there is no negative pixel or no
+    counted channel.
+
+    With ``thresholds`` (descending, e.g. from :func:`official_thresholds` on the whole test
+    set) the curve is evaluated at exactly those thresholds instead of being refined: this is
+    how the evaluator computes its per-subdir and per-defect-type numbers (the whole set's
+    thresholds, reduced to a subset of images and/or channels).
     """
     px = prepare(maps, channels, counted)
     if px.n_neg == 0 or px.n_channels == 0:
         return {str(float(lim)): float("nan") for lim in limits}
-    _, fpr, spro = official_curve(px, [np.asarray(m) for m in maps], max_distance, seed)
+    if thresholds is None:
+        _, fpr, spro = official_curve(px, [np.asarray(m) for m in maps], max_distance, seed)
+    else:
+        spro, fpr = _Evaluator(px)(thresholds)
     return {str(float(lim)): auc_from_curve(fpr, spro, float(lim)) for lim in limits}
