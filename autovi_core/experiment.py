@@ -147,6 +147,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
 
     seed_everything(task.seed)
     detector = detector_cls(task.profile, seed=task.seed, device=device, **task.overrides)
+    seed_everything(task.seed)  # again, now that the detector may have imported torch
     supervised = detector_cls.capabilities.supervised
 
     train, calibration = split_calibration(category.train, task.calibration_holdout, task.seed)
@@ -161,6 +162,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
             defect_dirs=[s.defect_dir for s in labelled_samples],
         )
 
+    rss_before_fit = peak_rss_mb()
     reset_peak_gpu()
     with stopwatch() as fit_time:
         detector.fit(train_images, labelled) if supervised else detector.fit(train_images)
@@ -204,6 +206,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
             "fit_s": fit_time["s"],
             "predict_images_per_s": len(test) / predict_time["s"] if predict_time["s"] > 0 else None,
             "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_before_fit_mb": rss_before_fit,
             "peak_gpu_mb": peak_gpu_mb(),
         },
         hparams=detector.hparams,

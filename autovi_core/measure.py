@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import resource
 import sys
 import time
@@ -58,7 +57,8 @@ def resolve_device(device: str) -> str:
     if device == "cpu":
         return "cpu"
     has_cuda = False
-    if distribution_version("torch") is not None:
+    # Only import torch (about 1 s and hundreds of MB) when an NVIDIA driver is present at all.
+    if distribution_version("torch") is not None and _nvidia_driver_present():
         import torch
 
         has_cuda = torch.cuda.is_available()
@@ -69,5 +69,8 @@ def resolve_device(device: str) -> str:
     return "cuda:0" if device == "cuda" else device
 
 
-def machine_info() -> dict[str, str]:
-    return {"python": platform.python_version(), "platform": platform.platform(), "processor": platform.machine()}
+def _nvidia_driver_present() -> bool:
+    import glob
+    import os
+
+    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))

