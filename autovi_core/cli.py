@@ -27,8 +27,22 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    plugins: Optional[str] = typer.Option(
+        None, "--plugins", envvar="AUTOVI_PLUGINS", help="Load only these plugin entry points (comma-separated)."
+    ),
+    exclude: Optional[str] = typer.Option(
+        None, "--exclude", envvar="AUTOVI_DISABLE_PLUGINS", help="Do not load these plugin entry points (comma-separated)."
+    ),
+) -> None:
     _state["debug"] = debug
+    # Through the environment, so that experiment processes load the same plugins.
+    import os
+
+    for variable, value in (("AUTOVI_PLUGINS", plugins), ("AUTOVI_DISABLE_PLUGINS", exclude)):
+        if value:
+            os.environ[variable] = value
 
 
 # --- list -----------------------------------------------------------------------------------------
@@ -151,7 +165,7 @@ def run(
     from .executors import make_executor
     from .experiment import record_key
     from .registry import get_registry
-    from .results import RESULTS_FILE, append_record, read_records
+    from .results import RESULTS_FILE, append_record, load_results
 
     registry = get_registry()
     names = list(dict.fromkeys(detector))
@@ -172,7 +186,8 @@ def run(
     )
     results_path = out_dir / RESULTS_FILE
     if resume:
-        done = {record_key(r) for r in read_records(results_path) if r.get("status") == "ok"}
+        previous = load_results(results_path)[0] if results_path.exists() else []
+        done = {record_key(r) for r in previous if r.get("status") == "ok"}
         skipped = [t for t in tasks if t.key in done]
         tasks = [t for t in tasks if t.key not in done]
         err_console.print(f"resuming {results_path}: {len(skipped)} experiment(s) already ok, {len(tasks)} to run")
@@ -225,7 +240,8 @@ def report(
     output: Optional[Path] = typer.Option(None, "--output", help="Write the table to this file too."),
 ) -> None:
     """Tables over a results file: categories x methods, mean +- std over seeds, best marked (Welch, 5%)."""
-    from .report import load_results, render
+    from .report import render
+    from .results import load_results
 
     records, unreadable = load_results(run_dir)
     if unreadable:

@@ -57,7 +57,8 @@ def read_mask(path: Path) -> tuple[np.ndarray, int | None]:
         image = image.convert("RGB")
     array = np.asarray(image)
     if array.ndim == 3:
-        array = array[:, :, : min(3, array.shape[2])]
+        # grey+alpha keeps only the grey channel; RGB(A) keeps the three colour channels
+        array = array[:, :, :1] if array.shape[2] == 2 else array[:, :, : min(3, array.shape[2])]
         values = np.unique(array)
         first = array[:, :, 0]
     elif array.ndim == 2:

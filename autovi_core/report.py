@@ -11,20 +11,18 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import math
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 from scipy import stats
 
-from autovi_core.errors import ConfigError, DataError
+from .errors import ConfigError
+from .results import load_results  # noqa: F401  (re-exported for callers of the report API)
 
-RESULTS_FILE = "results.jsonl"
 MEAN_ROW = "mean"
 FORMATS = ("md", "csv", "html")
 SUPERVISED_SUFFIX = " (sup.)"
@@ -36,33 +34,6 @@ Key = tuple[str, str, str, Any, str]  # (detector, dataset, category, seed, prof
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def load_results(path: Path) -> tuple[list[dict], int]:
-    """Read a run directory's ``results.jsonl`` (or the file itself).
-
-    Returns the records and the number of unreadable lines (e.g. a truncated last line).
-    Blank lines are ignored. A missing file raises :class:`DataError`.
-    """
-    path = Path(path)
-    file = path / RESULTS_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise DataError(f"results file not found: {file}")
-    records: list[dict] = []
-    unreadable = 0
-    for raw in file.read_bytes().splitlines():
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            unreadable += 1
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            unreadable += 1
-    return records, unreadable
 
 
 def _resolve(obj: Any, parts: list[str]) -> Any:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import DataError
+
 RESULTS_FILE = "results.jsonl"
 
 
@@ -36,16 +38,28 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every parsable line of a results file (a torn last line is skipped)."""
-    records = []
-    if not path.exists():
-        return records
-    for line in path.read_text().splitlines():
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
+def load_results(path: Path) -> tuple[list[dict], int]:
+    """Read a run directory's ``results.jsonl`` (or the file itself).
+
+    Returns the records and the number of unreadable lines (e.g. a truncated last line).
+    Blank lines are ignored. A missing file raises :class:`DataError`.
+    """
+    path = Path(path)
+    file = path / RESULTS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(f"results file not found: {file}")
+    records: list[dict] = []
+    unreadable = 0
+    for raw in file.read_bytes().splitlines():
+        if not raw.strip():
             continue
-        if isinstance(obj, dict):
-            records.append(obj)
-    return records
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            unreadable += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            unreadable += 1
+    return records, unreadable

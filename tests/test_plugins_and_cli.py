@@ -61,6 +61,36 @@ def test_disable_plugins_environment_variable(tmp_path, monkeypatch):
     assert "broken" not in names and "synthetic" in names
 
 
+def test_plugins_and_exclude_options(tmp_path):
+    site = make_plugin(tmp_path / "site", "autovi-broken", "broken", "autovi_broken_mod3", "raise ImportError('x')\n")
+    names = {e["name"] for e in json.loads(autovi("--exclude", "broken", "list", "--json", site=site).stdout)}
+    assert "broken" not in names and "pixel_gaussian" in names
+    names = {e["name"] for e in json.loads(autovi("--plugins", "example", "list", "--json", site=site).stdout)}
+    assert "broken" not in names and "pixel_gaussian" in names and "synthetic" in names
+
+
+def test_killed_run_leaves_whole_lines_and_resumes(tmp_path, example_plugin):
+    """SIGKILL a run while it works; every line on disk parses and --resume completes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [*AUTOVI, "run", "-d", "pixel_gaussian", "-c", "clip_assembly", "--output", str(out)]
+    seeds = [arg for s in range(6) for arg in ("--seed", str(s))]
+    proc = subprocess.Popen([*args, *seeds], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, AUTOVI_NO_PROGRESS="1"), start_new_session=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not results.exists() or len(results.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = _lines(results)  # every line parses
+    assert 2 <= len(done) < 6
+    autovi("run", "-d", "pixel_gaussian", "-c", "clip_assembly", "--output", str(out), "--resume", *seeds)
+    assert sorted(r["seed"] for r in _lines(results) if r["status"] == "ok") == list(range(6))
+
+
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -1,0 +1,1 @@
+"""PaDiM for autovi: Mahalanobis distances to per-position Gaussians of pretrained CNN features."""

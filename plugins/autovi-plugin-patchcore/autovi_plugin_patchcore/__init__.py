@@ -1,0 +1,1 @@
+"""PatchCore for autovi: nearest-neighbour anomaly scores against a coreset of nominal patch features."""
