@@ -160,6 +160,7 @@ def run(
     spro_mode: str = typer.Option("exact", "--spro-mode", help="exact or official sPRO curve."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-experiment time limit in seconds."),
     in_process: bool = typer.Option(False, "--in-process", help="Run experiments in this process (no isolation)."),
+    memory_limit: Optional[float] = typer.Option(None, "--memory-limit", help="Per-experiment memory cap in MiB."),
 ) -> None:
     """Run every (detector, category, seed) experiment and append results to DIR/results.jsonl."""
     from .executors import make_executor
@@ -201,7 +202,9 @@ def run(
         state = "ok" if record["status"] == "ok" else f"FAILED: {record['error']}"
         err_console.print(f"[{len(finished)}/{len(tasks)}] {task.detector} {task.category} seed {task.seed}: {state}", highlight=False)
 
-    make_executor(executor, isolate=not in_process, timeout=timeout, debug=_state["debug"]).run(tasks, on_result)
+    make_executor(
+        executor, isolate=not in_process, timeout=timeout, memory_limit_mb=memory_limit, debug=_state["debug"]
+    ).run(tasks, on_result)
     if finished:
         console.print(_summary_table(finished))
     console.print(f"results: {results_path}")
@@ -264,13 +267,11 @@ def main() -> None:
             raise
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors and anything unexpected
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click/typer usage errors
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
         if _state["debug"]:
             raise

@@ -36,11 +36,18 @@ def run_task_safely(task: Task) -> tuple[dict[str, Any], str | None]:
         return run_task(task), None
     except AutoviError as exc:
         return failure_record(task, str(exc)), None
+    except MemoryError:
+        return failure_record(task, "out of memory (MemoryError)"), traceback.format_exc()
     except Exception as exc:  # noqa: BLE001 - a plugin error must not stop the run
         return failure_record(task, f"{type(exc).__name__}: {exc}"), traceback.format_exc()
 
 
-def _child(task_json: str, connection: Any) -> None:
+def _child(task_json: str, connection: Any, memory_limit_mb: float | None) -> None:
+    if memory_limit_mb:
+        import resource
+
+        limit = int(memory_limit_mb * 1024 * 1024)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     record, trace = run_task_safely(Task.from_json(task_json))
     connection.send((record, trace))
     connection.close()
@@ -50,11 +57,20 @@ class LocalExecutor:
     """Runs tasks one after another on this machine, each isolated in a child process.
 
     ``isolate=False`` runs them in the current process (faster start, no crash isolation).
+    ``memory_limit_mb`` caps each experiment process's address space (RLIMIT_AS).
     """
 
-    def __init__(self, *, isolate: bool = True, timeout: float | None = None, debug: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        isolate: bool = True,
+        timeout: float | None = None,
+        memory_limit_mb: float | None = None,
+        debug: bool = False,
+    ) -> None:
         self.isolate = isolate
         self.timeout = timeout
+        self.memory_limit_mb = memory_limit_mb
         self.debug = debug
 
     def run(self, tasks: Sequence[Task], on_result: ResultCallback) -> None:
@@ -69,7 +85,7 @@ class LocalExecutor:
     def _run_isolated(self, task: Task) -> tuple[dict[str, Any], str | None]:
         context = mp.get_context("spawn")
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_child, args=(task.to_json(), sender), daemon=True)
+        process = context.Process(target=_child, args=(task.to_json(), sender, self.memory_limit_mb), daemon=True)
         process.start()
         sender.close()
         try:
@@ -79,7 +95,7 @@ class LocalExecutor:
                 except EOFError:
                     pass
                 process.join()
-                return failure_record(task, f"experiment process died (exit code {process.exitcode})"), None
+                return failure_record(task, _death_reason(process.exitcode)), None
             process.kill()
             return failure_record(task, f"timed out after {self.timeout:g} s"), None
         finally:
@@ -87,6 +103,16 @@ class LocalExecutor:
             if process.is_alive():
                 process.kill()
             receiver.close()
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        import signal
+
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
+        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"experiment process was killed by {name}{hint}"
+    return f"experiment process died (exit code {exitcode})"
 
 
 def make_executor(name: str, **options: Any) -> LocalExecutor:

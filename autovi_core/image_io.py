@@ -33,9 +33,15 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: cannot be read as an image ({exc})") from None
 
 
+IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "I;16", "I;16B", "I;16L", "I")
+"""Modes read as inspection images; others (CMYK, YCbCr, LAB, HSV, float) are refused."""
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """An image as (H, W, 3) uint8 RGB; grayscale is replicated, alpha dropped, 16-bit scaled."""
     image = _open(Path(path))
+    if image.mode not in IMAGE_MODES:
+        raise DataError(f"{path}: image mode {image.mode!r} is not supported; use grey, RGB or RGBA (8 or 16 bit)")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         array = np.clip(array / 257.0 if array.max() > 255 else array, 0, 255).astype(np.uint8)

@@ -61,7 +61,22 @@ class Hangs(_Base):
         time.sleep(600)
 
 
+class Hogs(_Base):
+    name = "hogs"
+
+    def fit(self, images, labelled=None):
+        self.hoard = [np.ones(256 * 1024 * 1024 // 8) for _ in range(64)]  # 16 GiB
+
+
+class Segfaults(_Base):
+    name = "segfaults"
+
+    def fit(self, images, labelled=None):
+        import ctypes
+        ctypes.string_at(0)
+
+
 @hookimpl
 def autovi_register_detectors():
-    return [Raises, Crashes, Hangs]
+    return [Raises, Crashes, Hangs, Hogs, Segfaults]
 '''

@@ -143,16 +143,27 @@ def test_run_writes_contract_results_and_resumes(tmp_path, example_plugin):
     assert "clip_assembly" in autovi("report", str(out), "--format", "csv", "--metric", "auc_spro.0.05").stdout
 
 
+def test_all_plugins_skips_broken_ones_with_a_warning(tmp_path, example_plugin):
+    site = make_plugin(tmp_path / "site", "autovi-broken", "broken", "autovi_broken_mod4", "import no_such_module_q\n")
+    out = tmp_path / "run"
+    proc = autovi("--plugins", "broken,example", "run", "--all-plugins", "-c", "clip_assembly", "--output", str(out), site=site)
+    assert "skipping broken plugin 'broken'" in proc.stderr and "no_such_module_q" in proc.stderr
+    assert {r["detector"] for r in _lines(out / "results.jsonl")} == {"pixel_gaussian"}
+
+
 def test_failing_plugins_fail_alone(tmp_path, example_plugin):
     site = make_plugin(tmp_path / "site", "autovi-faulty", "faulty", "autovi_faulty_mod", FAULTY_DETECTORS)
     out = tmp_path / "run"
-    proc = autovi("run", "-d", "raises", "-d", "crashes", "-d", "hangs", "-d", "pixel_gaussian", "-c", "clip_assembly",
-                  "--timeout", "12", "--output", str(out), site=site, check=False)
-    assert proc.returncode == 3, proc.stderr
+    proc = autovi("run", "-d", "raises", "-d", "crashes", "-d", "hangs", "-d", "hogs", "-d", "segfaults",
+                  "-d", "pixel_gaussian", "-c", "clip_assembly", "--timeout", "12", "--memory-limit", "3000",
+                  "--output", str(out), site=site, check=False)
+    assert proc.returncode == 5, proc.stderr
     records = {r["detector"]: r for r in _lines(out / "results.jsonl")}
     assert records["raises"]["status"] == "failed" and "boom in fit" in records["raises"]["error"]
     assert records["crashes"]["status"] == "failed" and "exit code 3" in records["crashes"]["error"]
     assert records["hangs"]["status"] == "failed" and "timed out" in records["hangs"]["error"]
+    assert records["hogs"]["status"] == "failed" and "out of memory" in records["hogs"]["error"]
+    assert records["segfaults"]["status"] == "failed" and "SIGSEGV" in records["segfaults"]["error"]
     assert records["pixel_gaussian"]["status"] == "ok"
     assert "Traceback" not in proc.stderr
 
@@ -167,6 +178,7 @@ def test_failing_plugins_fail_alone(tmp_path, example_plugin):
         (["run", "-d", "pixel_gaussian", "--set", "nope=1"], "no hyperparameter 'nope'; valid:"),
         (["run"], "choose detectors with --detector NAME or --all-plugins"),
         (["report", "/nonexistent/run"], "/nonexistent/run"),
+        (["run", "--no-such-option"], "No such option: --no-such-option"),
     ],
 )
 def test_errors_are_one_line_and_name_the_culprit(args, fragment, example_plugin, tmp_path):
@@ -200,3 +212,60 @@ def test_evaluate_reports_missing_map(tmp_path):
     (maps / "scratch" / "000.png").unlink()
     proc = autovi("evaluate", "--dataset-root", str(GOLDEN / "dataset"), "--category", "synth", "--maps", str(maps), check=False)
     assert proc.returncode != 0 and "scratch/000.png: missing anomaly map" in proc.stderr
+
+
+def _golden_maps(tmp_path: Path) -> Path:
+    import shutil
+
+    maps = tmp_path / "maps"
+    shutil.copytree(GOLDEN / "anomaly_maps" / "synth" / "test", maps)
+    return maps
+
+
+def _write_npy(path: Path, array) -> None:
+    import numpy as np
+
+    np.save(path, np.asarray(array))
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda m: (m / "scratch" / "001.png").write_bytes((m / "scratch" / "000.png").read_bytes()),
+         "scratch/001.png: map without a test image"),
+        (lambda m: ((m / "good" / "000.png").unlink(), (m / "good" / "000.bmp").write_bytes(b"BM")),
+         "good/000.bmp: unsupported anomaly-map type"),
+        (lambda m: ((m / "good" / "001.png").unlink(), _write_npy(m / "good" / "001.npy", [[float("nan"), 1.0], [0.0, 1.0]])),
+         "good/001.npy: anomaly map holds NaN or infinite values"),
+        (lambda m: ((m / "good" / "001.png").unlink(), _write_npy(m / "good" / "001.npy", [[[1.0, 2.0]] * 2] * 3)),
+         "good/001.npy: an anomaly map must be 2-D"),
+        (lambda m: (m / "missing" / "000.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated"),
+         "missing/000.png: cannot be read as an image"),
+        (lambda m: (m / "multiple" / "000.npy").write_bytes(b"xx"),
+         "a second map for multiple/000"),
+    ],
+)
+def test_evaluate_rejects_bad_maps_naming_the_file(tmp_path, mutate, fragment):
+    maps = _golden_maps(tmp_path)
+    mutate(maps)
+    proc = autovi("evaluate", "--dataset-root", str(GOLDEN / "dataset"), "--category", "synth", "--maps", str(maps), check=False)
+    assert proc.returncode == 2 and fragment in proc.stderr.replace("\n", "") and "Traceback" not in proc.stderr
+
+
+def test_evaluate_reads_rgb_and_float_maps_like_8_bit(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    maps = _golden_maps(tmp_path)
+    args = ["evaluate", "--dataset-root", str(GOLDEN / "dataset"), "--category", "synth", "--maps", str(maps)]
+    reference = json.loads(autovi(*args).stdout)
+    for i, png in enumerate(sorted(maps.rglob("*.png"))):
+        grey = np.asarray(Image.open(png))
+        png.unlink()
+        if i % 2:
+            Image.fromarray(np.stack([grey] * 3, axis=2)).save(png)  # RGB with equal channels
+        else:
+            _write_npy(png.with_suffix(".npy"), grey.astype(np.float32))
+    again = json.loads(autovi(*args).stdout)
+    assert again["localization"] == reference["localization"]
+    assert again["classification"]["image_auroc"] == reference["classification"]["image_auroc"]
