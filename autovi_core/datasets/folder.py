@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..dataset import Category, DatasetProvider, GroundTruthChannel, Sample, read_defects_config
 from ..errors import DataError
-from .autovi import (
+from .layout import (
     LOOKUP_VALUE,
     channel_files,
     check_ground_truth_has_images,

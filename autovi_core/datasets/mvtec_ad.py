@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..dataset import Category, DatasetProvider, GroundTruthChannel, Sample
 from ..errors import DataError
-from .autovi import check_ground_truth_has_images, good_samples, list_test_folders, split_images, subfolders
+from .layout import check_ground_truth_has_images, good_samples, list_test_folders, split_images, subfolders
 
 MASK_SUFFIX = "_mask"
 
