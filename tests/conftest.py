@@ -1,8 +1,7 @@
-"""Shared fixtures: the example plugin installed as its own distribution, quiet progress bars."""
+"""The example plugin, installed as its own distribution when the environment lacks it."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from importlib import metadata
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 
 EXAMPLE_PLUGIN = Path(__file__).parent / "example_plugin"
-os.environ.setdefault("AUTOVI_NO_PROGRESS", "1")
 
 
 def _install_example_plugin() -> None:
@@ -39,10 +37,3 @@ _install_example_plugin()
 @pytest.fixture(scope="session")
 def example_plugin() -> Path:
     return EXAMPLE_PLUGIN
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Generate the synthetic data into a session cache, not the user's home."""
-    if "AUTOVI_CACHE_DIR" not in os.environ:
-        os.environ["AUTOVI_CACHE_DIR"] = str(tmp_path_factory.mktemp("autovi-cache"))
