@@ -161,7 +161,7 @@ def lite0_package_keys_to_timm(state: Mapping[str, torch.Tensor], model: torch.n
 
 def _load_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Load ``state`` into the full classifier ``model`` strictly and check it is not a random init."""
-    if any(k.startswith("_conv_stem") or k.startswith("_blocks.") for k in state):
+    if any(k.startswith(("_conv_stem", "_blocks.")) for k in state):
         state = lite0_package_keys_to_timm(state, model)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     try:
@@ -238,7 +238,7 @@ def _try_hub(backbone: str, model: torch.nn.Module) -> WeightsSource | None:
         try:
             with _hub_offline(attempt_offline):
                 pretrained = timm.create_model(tag, pretrained=True)
-        except Exception:  # noqa: BLE001 - not cached / not reachable
+        except Exception:  # noqa: BLE001, S112 - not cached / not reachable: try the next source
             continue
         _load_strictly(model, pretrained.state_dict(), f"hub weights {tag}")
         where = "Hugging Face cache" if attempt_offline else "downloaded from the Hugging Face hub"
@@ -333,7 +333,7 @@ class FeatureExtractor:
     @classmethod
     def for_method(
         cls, method: str, backbone: str, *, weights: str | os.PathLike[str] | None = None, device: str = "cpu"
-    ) -> "FeatureExtractor":
+    ) -> FeatureExtractor:
         """The extractor with the method's preset layers (or the layers at :data:`PRESET_STRIDES`)."""
         layers = layer_preset(method, backbone)
         if layers is None:
@@ -437,16 +437,17 @@ class InputGeometry:
         for start in range(0, len(images), batch_size):
             yield self.to_tensor(images[start : start + batch_size])
 
-    def maps_to_frame(self, grid_maps: torch.Tensor, output_size: tuple[int, int], sigma: float) -> np.ndarray:
-        """(N, h, w) score grids on the network input -> (N, H, W) float32 full-frame anomaly maps.
+    def upsample_and_blur(self, grid_maps: torch.Tensor, sigma: float) -> torch.Tensor:
+        """(N, h, w) score grids -> (N, size, size) maps on the network input: bilinear, then Gaussian blur."""
+        maps = F.interpolate(grid_maps.float().unsqueeze(1), size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return gaussian_blur(maps.squeeze(1), sigma)
 
-        Bilinear upsampling to the input size, Gaussian blur with ``sigma`` input pixels (paper: 4 at
-        224), placement of the crop into the resized frame (border = the map's minimum), then bilinear
-        resizing to ``output_size``.
+    def to_frame(self, maps: torch.Tensor, output_size: tuple[int, int]) -> np.ndarray:
+        """(N, size, size) input-resolution maps -> (N, H, W) float32 full-frame maps.
+
+        The crop is placed into the resized frame (the unseen border gets each map's minimum) and the
+        frame is resized bilinearly to ``output_size``.
         """
-        maps = grid_maps.float().unsqueeze(1)
-        maps = F.interpolate(maps, size=(self.size, self.size), mode="bilinear", align_corners=False).squeeze(1)
-        maps = gaussian_blur(maps, sigma)
         if self.size != self.resize:
             floor = maps.flatten(1).min(dim=1).values.view(-1, 1, 1)
             frame = floor.expand(-1, self.resize, self.resize).clone()
@@ -456,6 +457,13 @@ class InputGeometry:
         if tuple(maps.shape[-2:]) != tuple(output_size):
             maps = F.interpolate(maps.unsqueeze(1), size=tuple(output_size), mode="bilinear", align_corners=False).squeeze(1)
         return maps.cpu().numpy().astype(np.float32)
+
+    def maps_to_frame(self, grid_maps: torch.Tensor, output_size: tuple[int, int], sigma: float) -> np.ndarray:
+        """(N, h, w) score grids -> (N, H, W) full-frame maps: :meth:`upsample_and_blur` then :meth:`to_frame`.
+
+        ``sigma`` is in input pixels (paper: 4 at 224).
+        """
+        return self.to_frame(self.upsample_and_blur(grid_maps, sigma), output_size)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -24,7 +24,7 @@ class StreamingGaussian:
         x = embeddings.to(self.sum.device, torch.float64).permute(2, 0, 1)  # (P, B, D)
         self.count += x.shape[1]
         self.sum += x.sum(dim=1)
-        self.outer += x.transpose(1, 2) @ x  # sum over the batch of x x^T, per position
+        self.outer.baddbmm_(x.transpose(1, 2), x)  # += sum over the batch of x x^T, per position
 
     def finalize(self, eps: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
         """Means (P, D) and regularised unbiased covariances (P, D, D), float64."""

@@ -74,7 +74,7 @@ def coreset_indices(
     ``ratio >= 1`` keeps every point. Deterministic for a given ``seed``.
     """
     n = features.shape[0]
-    n_select = max(1, min(n, int(round(n * ratio))))
+    n_select = max(1, min(n, round(n * ratio)))
     if n_select >= n:
         return torch.arange(n)
     generator = torch.Generator().manual_seed(int(seed))

@@ -20,7 +20,7 @@ Heavy libraries are imported inside the methods so that listing plugins stays fa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,7 +44,7 @@ _COMMON: dict[str, Any] = {
 class PatchCore(Detector):
     name = "patchcore"
     description = "PatchCore: nearest-neighbour distance to a coreset memory bank of locally aware patch features."
-    profiles = {
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
             **_COMMON,
             "backbone": "wide_resnet50_2",
@@ -145,7 +145,6 @@ class PatchCore(Detector):
         self.fitted = True
 
     def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
-        import torch
 
         from .scoring import reweighted_image_scores
 

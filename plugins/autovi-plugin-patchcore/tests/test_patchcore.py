@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
 import torch
-
-from autovi_core.testing import DetectorConformance
-from autovi_plugin_patchcore.coreset import coreset_indices, greedy_k_center, random_projection
+from autovi_plugin_patchcore.coreset import (
+    coreset_indices,
+    greedy_k_center,
+    random_projection,
+)
 from autovi_plugin_patchcore.features import patch_features
 from autovi_plugin_patchcore.scoring import NearestNeighbours, reweighted_image_scores
+
+from autovi_core.testing import DetectorConformance
 
 
 class TestPatchCoreConformance(DetectorConformance):
@@ -55,7 +60,7 @@ def test_coverage_radius_decreases_monotonically() -> None:
     points = torch.from_numpy(np.random.default_rng(1).uniform(size=(500, 2)))
     order = greedy_k_center(points, 60, torch.full((500,), 1e9))
     radii = [torch.cdist(points, points[order[: m + 1]]).min(dim=1).values.max().item() for m in range(60)]
-    assert all(b <= a + 1e-12 for a, b in zip(radii, radii[1:]))
+    assert all(b <= a + 1e-12 for a, b in pairwise(radii))
     assert radii[-1] < radii[0] / 4
 
 

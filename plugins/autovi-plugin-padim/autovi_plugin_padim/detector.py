@@ -1,0 +1,157 @@
+"""PaDiM (Defard et al., "PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and
+Localization", ICPR workshops 2020).
+
+Embedding: the feature maps of three layers of a frozen ImageNet CNN (strides 4, 8, 16) are upsampled
+(nearest neighbour) to the first layer's grid and concatenated; when that is wider than ``d``, a
+random subset of ``d`` channels, fixed by the seed and saved with the model, is kept.
+
+Fit: at every grid position a Gaussian is fitted to the training embeddings, streamed batch by batch
+(:mod:`.gaussian`); the covariance gets ``eps * I`` and is inverted per position.
+
+Predict: the Mahalanobis distance at every position gives the map, upsampled bilinearly to the network
+input, blurred with a Gaussian (sigma = 4 px at a 224-px input, scaled with the input size) and mapped
+back to the full frame (a centre crop's unseen border gets the map's minimum, see
+:meth:`autovi_core.backbones.InputGeometry.to_frame`). The image score is the maximum of the blurred
+map at the network's input resolution (independent of the requested output size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+
+_COMMON: dict[str, Any] = {
+    "weights": None,  # a state-dict file for the backbone (else hub cache, else the Lite0 package)
+    "weights_source": None,  # filled in when the backbone is loaded: where its weights came from
+    "layers": None,  # feature layers; None = the preset for the backbone (strides 4, 8, 16)
+    "eps": 0.01,
+    "blur_sigma": 4.0,  # Gaussian sigma in pixels at a 224-px input; scaled with the input size
+    "batch_size": 16,
+}
+
+
+class PaDiM(Detector):
+    name = "padim"
+    description = "PaDiM: Mahalanobis distance to per-position Gaussians of pretrained CNN features."
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {**_COMMON, "backbone": "resnet18", "resize": 256, "crop": 224, "d": 100},
+        # Lite0 blocks 1, 2, 4 give 24 + 40 + 112 = 176 channels: d = 176 keeps them all.
+        "fast": {**_COMMON, "backbone": "tf_efficientnet_lite0", "resize": 128, "crop": None, "d": 176},
+    }
+    capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=("resnet18", "tf_efficientnet_lite0"))
+
+    def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
+        super().__init__(profile, seed=seed, device=device, **overrides)
+        self._extractor: Any = None
+        self.channels: np.ndarray | None = None
+        self.mean: np.ndarray | None = None
+        self.inv_cov: np.ndarray | None = None
+        self.grid: tuple[int, int] | None = None
+
+    # --- building blocks ------------------------------------------------------------------------
+    def _geometry(self) -> Any:
+        from autovi_core.backbones import InputGeometry
+
+        crop = self.hparams["crop"]
+        return InputGeometry(int(self.hparams["resize"]), None if crop is None else int(crop))
+
+    def _feature_extractor(self) -> Any:
+        if self._extractor is None:
+            from autovi_core.backbones import FeatureExtractor
+
+            hp = self.hparams
+            if hp["layers"]:
+                self._extractor = FeatureExtractor(hp["backbone"], list(hp["layers"]), weights=hp["weights"], device=self.device)
+            else:
+                self._extractor = FeatureExtractor.for_method("padim", hp["backbone"], weights=hp["weights"], device=self.device)
+            hp["weights_source"] = self._extractor.weights_source.description
+        return self._extractor
+
+    def _choose_channels(self, total: int) -> np.ndarray:
+        """All channels if ``total <= d``, else ``d`` random ones fixed by the seed (sorted)."""
+        d = int(self.hparams["d"])
+        if total <= d:
+            return np.arange(total, dtype=np.int64)
+        return np.sort(np.random.default_rng(self.seed).choice(total, size=d, replace=False)).astype(np.int64)
+
+    def _embeddings(self, images: Sequence[np.ndarray], description: str) -> Any:
+        """Yield (B, d, P) embeddings batch by batch (P = positions of the first layer's grid)."""
+        import torch
+        import torch.nn.functional as F
+
+        from autovi_core.progress import track
+
+        extractor, geometry = self._feature_extractor(), self._geometry()
+        if self.channels is None:
+            self.channels = self._choose_channels(extractor.total_channels)
+        channels = torch.from_numpy(self.channels)
+        size = int(self.hparams["batch_size"])
+        starts = range(0, len(images), size)
+        for start in track(starts, description, total=len(starts)):
+            features = extractor(geometry.to_tensor(images[start : start + size]))
+            maps = [features[name] for name in extractor.layers]
+            grid = maps[0].shape[-2:]
+            maps = [m if m.shape[-2:] == grid else F.interpolate(m, size=grid, mode="nearest") for m in maps]
+            embedding = torch.cat(maps, dim=1)[:, channels.to(maps[0].device)]
+            self.grid = (int(grid[0]), int(grid[1]))
+            yield embedding.flatten(2)
+
+    # --- the method ---------------------------------------------------------------------------------
+    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+        from autovi_core.backbones import resolve_device
+
+        from .gaussian import StreamingGaussian, batched_inverse
+
+        if len(images) < 2:
+            raise ValueError(f"{self.name} needs at least 2 training images, got {len(images)}")
+        self.channels = None
+        stats: StreamingGaussian | None = None
+        for embedding in self._embeddings(images, f"{self.name}: Gaussians over {len(images)} training images"):
+            if stats is None:
+                stats = StreamingGaussian(embedding.shape[1], embedding.shape[2], resolve_device(self.device))
+            stats.update(embedding)
+        mean, cov = stats.finalize(float(self.hparams["eps"]))
+        self.mean = mean.float().cpu().numpy()
+        self.inv_cov = batched_inverse(cov).float().cpu().numpy()
+        self.fitted = True
+
+    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
+        import torch
+
+        from autovi_core.backbones import resolve_device
+
+        from .gaussian import mahalanobis
+
+        self.check_fitted()
+        device = resolve_device(self.device)
+        mean, inv_cov = torch.from_numpy(self.mean).to(device), torch.from_numpy(self.inv_cov).to(device)
+        geometry = self._geometry()
+        sigma = float(self.hparams["blur_sigma"]) * geometry.size / 224.0
+        maps, scores = [], []
+        for embedding in self._embeddings(images, f"{self.name}: scoring {len(images)} images"):
+            distances = mahalanobis(embedding, mean, inv_cov).reshape(-1, *self.grid)
+            smooth = geometry.upsample_and_blur(distances, sigma)  # on the network input
+            scores.append(smooth.flatten(1).max(dim=1).values.double().cpu().numpy())
+            maps.append(geometry.to_frame(smooth, output_size))
+        return Prediction(scores=np.concatenate(scores), maps=np.concatenate(maps))
+
+    # --- persistence ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        self.check_fitted()
+        return {
+            "channels": self.channels,
+            "mean": self.mean,
+            "inv_cov": self.inv_cov,
+            "grid": np.asarray(self.grid, dtype=np.int64),
+        }
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        self.channels = np.asarray(state["channels"], dtype=np.int64)
+        self.mean = np.ascontiguousarray(state["mean"], dtype=np.float32)
+        self.inv_cov = np.ascontiguousarray(state["inv_cov"], dtype=np.float32)
+        self.grid = tuple(int(v) for v in state["grid"])
+        self.fitted = True
