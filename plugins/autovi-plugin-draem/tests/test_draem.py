@@ -1,0 +1,134 @@
+"""DRAEM: the conformance suite plus SSIM, focal loss, synthesis dataset and checkpoint/resume tests."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autovi_core.testing import DetectorConformance
+from autovi_plugin_draem.detector import Draem
+from autovi_plugin_draem.losses import focal_loss, gaussian_window, ssim
+from autovi_plugin_draem.networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
+
+TINY = {"epochs": 12, "samples_per_epoch": 40}
+
+
+class TestDraemConformance(DetectorConformance):
+    detector = "draem"
+    category = "textured_plate"
+    overrides = TINY
+    min_auroc = 0.65  # this budget reaches about 0.83 on textured_plate
+
+
+# --- SSIM -----------------------------------------------------------------------------------------
+def numpy_ssim(x: np.ndarray, y: np.ndarray, window: int = 11, sigma: float = 1.5) -> float:
+    """Direct SSIM over every full window position of single-channel images (Wang et al., 2004)."""
+    g = np.exp(-((np.arange(window) - (window - 1) / 2) ** 2) / (2 * sigma**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for i in range(x.shape[0] - window + 1):
+        for j in range(x.shape[1] - window + 1):
+            a, b = x[i : i + window, j : j + window], y[i : i + window, j : j + window]
+            ma, mb = (w * a).sum(), (w * b).sum()
+            va, vb = (w * (a - ma) ** 2).sum(), (w * (b - mb) ** 2).sum()
+            cov = (w * (a - ma) * (b - mb)).sum()
+            values.append(((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
+    return float(np.mean(values))
+
+
+def test_ssim_of_identical_images_is_one() -> None:
+    x = torch.rand(2, 3, 20, 24)
+    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ssim_of_constant_images_has_closed_form() -> None:
+    a, b = 0.3, 0.7
+    x, y = (torch.full((1, 1, 16, 16), v, dtype=torch.float64) for v in (a, b))
+    c1 = 0.01**2
+    assert ssim(x, y).item() == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-5)
+
+
+def test_ssim_matches_direct_numpy() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (15, 17))
+    y = np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1)
+    got = ssim(torch.tensor(x, dtype=torch.float64)[None, None], torch.tensor(y, dtype=torch.float64)[None, None])
+    assert got.item() == pytest.approx(numpy_ssim(x, y), rel=1e-6)
+    assert gaussian_window(11).sum().item() == pytest.approx(1.0)
+
+
+# --- focal loss -----------------------------------------------------------------------------------
+def test_focal_loss_against_hand_computation() -> None:
+    logits = torch.tensor([[[[2.0, -1.0]], [[0.0, 1.0]]]])  # (1, 2, 1, 2): two pixels
+    target = torch.tensor([[[[1.0, 1.0]]]])
+    p1 = [1 / (1 + math.exp(2.0)), 1 / (1 + math.exp(-2.0))]  # softmax prob. of class 1 per pixel
+    expected = np.mean([-((1 - p) ** 2) * math.log(p) for p in p1])
+    assert focal_loss(logits, target).item() == pytest.approx(expected, rel=1e-5)
+    # gamma = 0 is the cross-entropy
+    ce = torch.nn.functional.cross_entropy(logits, target[:, 0].long())
+    assert focal_loss(logits, target, gamma=0.0).item() == pytest.approx(ce.item(), rel=1e-5)
+
+
+# --- networks and data ----------------------------------------------------------------------------
+def test_network_shapes() -> None:
+    x = torch.rand(2, 3, 32, 32)
+    recon = ReconstructiveSubNetwork(4, 3)(x)
+    assert recon.shape == x.shape
+    assert DiscriminativeSubNetwork(4, 4)(torch.cat([x, recon], 1)).shape == (2, 2, 32, 32)
+
+
+def test_paper_profile_matches_the_paper() -> None:
+    paper = Draem.profiles["paper"]
+    assert (paper["image_size"], paper["epochs"], paper["batch_size"], paper["lr"]) == (256, 700, 8, 1e-4)
+    assert (paper["recon_width"], paper["disc_width"], paper["score_pool"]) == (128, 64, 21)
+    assert paper["lr_milestones"] == [0.8, 0.9] and paper["lr_gamma"] == 0.2
+
+
+def _images(n: int = 6, size: int = 32) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 200, (size, size, 3)).astype(np.uint8)
+    return [np.clip(base.astype(int) + rng.integers(-5, 5, base.shape), 0, 255).astype(np.uint8) for _ in range(n)]
+
+
+MINI = {"image_size": 32, "recon_width": 4, "disc_width": 4, "samples_per_epoch": 8, "batch_size": 4, "score_pool": 3}
+
+
+def test_records_the_anomaly_source() -> None:
+    detector = Draem("fast", seed=1, epochs=1, anomaly_source="procedural", **MINI)
+    detector.fit(_images())
+    assert detector.hparams["anomaly_source_used"].startswith("procedural")
+
+
+def test_checkpoint_resume_equals_uninterrupted_training(tmp_path: Path) -> None:
+    images = _images()
+    straight = Draem("fast", seed=3, epochs=4, **MINI)
+    straight.fit(images)
+    expected = straight.predict(images, (32, 32))
+
+    hp = {**MINI, "epochs": 4, "checkpoint_every": 2, "checkpoint_dir": str(tmp_path / "ckpt")}
+    interrupted = Draem("fast", seed=3, **hp)
+    interrupted._stop_after_epoch = 2
+    interrupted.fit(images)
+    assert (tmp_path / "ckpt" / "draem_checkpoint.pt").is_file()
+    assert torch.load(tmp_path / "ckpt" / "draem_checkpoint.pt", weights_only=True)["epoch"] == 2
+
+    resumed = Draem("fast", seed=3, **hp)
+    resumed.fit(images)
+    assert resumed.resumed_from_epoch == 2
+    got = resumed.predict(images, (32, 32))
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.maps, expected.maps, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_of_other_data_is_refused(tmp_path: Path) -> None:
+    from autovi_core.errors import ConfigError
+
+    hp = {**MINI, "epochs": 1, "checkpoint_every": 1, "checkpoint_dir": str(tmp_path)}
+    Draem("fast", seed=0, **hp).fit(_images())
+    with pytest.raises(ConfigError, match="checkpoint"):
+        Draem("fast", seed=0, **hp).fit(_images()[:3])

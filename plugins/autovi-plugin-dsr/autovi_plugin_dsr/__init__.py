@@ -1,0 +1,1 @@
+"""DSR for autovi: a discrete VQ feature space, feature-space anomaly generation, subspace restriction."""

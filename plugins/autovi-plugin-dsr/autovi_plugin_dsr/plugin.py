@@ -1,0 +1,10 @@
+"""Entry-point module: registers DSR through the ``autovi_register_detectors`` hook."""
+
+from autovi_core import hookimpl
+
+
+@hookimpl
+def autovi_register_detectors():
+    from .detector import Dsr
+
+    return [Dsr]

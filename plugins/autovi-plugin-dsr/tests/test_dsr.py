@@ -1,0 +1,181 @@
+"""DSR: the conformance suite plus VQ, straight-through, feature-space anomaly and stage-1 tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autovi_core.errors import ConfigError, DataError
+from autovi_core.testing import DetectorConformance
+from autovi_plugin_dsr.common import focal_loss
+from autovi_plugin_dsr.detector import Dsr
+from autovi_plugin_dsr.networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours
+from autovi_plugin_dsr.stage1 import build_vq, read_weights
+from autovi_plugin_dsr.vq import VectorQuantizerEMA, VQModel
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Stage-1 models are cached under $AUTOVI_CACHE_DIR/dsr: keep the tests' cache private."""
+    old = os.environ.get("AUTOVI_CACHE_DIR")
+    os.environ["AUTOVI_CACHE_DIR"] = str(tmp_path_factory.mktemp("autovi-cache"))
+    yield
+    if old is None:
+        os.environ.pop("AUTOVI_CACHE_DIR", None)
+    else:
+        os.environ["AUTOVI_CACHE_DIR"] = old
+
+
+class TestDsrConformance(DetectorConformance):
+    detector = "dsr"
+    category = "textured_plate"
+    overrides = {"stage1_epochs": 6, "stage2_epochs": 10, "stage3_epochs": 3}
+    min_auroc = None  # the tiny test budget does not separate reliably; see README for fast-profile numbers
+
+
+# --- vector quantisation --------------------------------------------------------------------------
+def test_quantiser_picks_the_nearest_code() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizerEMA(num_codes=37, dim=5).eval()
+    z = torch.randn(2, 5, 3, 4)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 5).numpy()
+    codes = vq.embedding.numpy()
+    brute = np.argmin(((flat[:, None, :] - codes[None]) ** 2).sum(-1), axis=1).reshape(2, 3, 4)
+    quantised, indices, _ = vq(z)
+    np.testing.assert_array_equal(indices.numpy(), brute)
+    np.testing.assert_allclose(quantised.detach().permute(0, 2, 3, 1).numpy(), codes[brute], atol=1e-6)
+
+
+def test_straight_through_gradient_is_identity() -> None:
+    vq = VectorQuantizerEMA(num_codes=8, dim=3).eval()
+    z = torch.randn(1, 3, 2, 2, requires_grad=True)
+    quantised, _, _ = vq(z)
+    weights = torch.randn_like(quantised)
+    (quantised * weights).sum().backward()
+    np.testing.assert_allclose(z.grad.numpy(), weights.numpy())
+
+
+def test_ema_update_moves_codes_towards_assigned_vectors() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizerEMA(num_codes=4, dim=2, decay=0.5).train()
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).repeat(8, 1).T.reshape(1, 2, 4, 4)
+    for _ in range(30):
+        vq(z)
+    used = vq.embedding[vq.nearest(z).unique()]
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert torch.cdist(targets, used).min(dim=1).values.max() < 1e-2
+
+
+def test_vq_model_shapes() -> None:
+    model = VQModel(hidden=8, dim=4, num_codes=16, res_hidden=4, res_layers=1).eval()
+    x = torch.rand(2, 3, 32, 48)
+    q_hi, q_lo, idx_hi, idx_lo, _ = model.encode(x)
+    assert q_hi.shape == (2, 4, 8, 12) and q_lo.shape == (2, 4, 4, 6)
+    assert idx_hi.shape == (2, 8, 12) and idx_lo.shape == (2, 4, 6)
+    assert model.decode(q_hi, q_lo).shape == x.shape
+
+
+# --- feature-space anomalies ----------------------------------------------------------------------
+def test_replace_codes_changes_only_codes_inside_the_mask() -> None:
+    torch.manual_seed(0)
+    embedding = torch.randn(50, 6)
+    neighbours = sorted_neighbours(embedding)
+    indices = torch.randint(0, 50, (3, 9, 9))
+    mask = torch.rand(3, 9, 9) > 0.6
+    strength = torch.tensor([0.2, 0.6, 1.0])
+    out = replace_codes(indices, mask, neighbours, strength, torch.Generator().manual_seed(1))
+    assert torch.equal(out[~mask], indices[~mask])
+    assert (out[mask] != indices[mask]).all()
+    # Replacement rank lies in [5 % K, strength * K)
+    ranks = (neighbours[indices] == out[..., None]).float().argmax(-1)
+    for b in range(3):
+        r = ranks[b][mask[b]]
+        assert r.min() >= 2 and r.max() < max(int(strength[b] * 50), 3)
+
+
+def test_sorted_neighbours_start_with_the_code_itself() -> None:
+    neighbours = sorted_neighbours(torch.randn(20, 4))
+    assert torch.equal(neighbours[:, 0], torch.arange(20))
+
+
+def test_restriction_output_lies_in_the_codebook() -> None:
+    vq = VectorQuantizerEMA(num_codes=10, dim=4).eval()
+    restriction = SubspaceRestriction(4, 4, 2).eval()
+    _, quantised = restriction(torch.randn(2, 4, 8, 8), vq)
+    vectors = quantised.detach().permute(0, 2, 3, 1).reshape(-1, 4)
+    assert torch.cdist(vectors, vq.embedding).min(dim=1).values.max() < 1e-5
+    assert UNet(5, 2, 4, 3)(torch.rand(1, 5, 16, 16)).shape == (1, 2, 16, 16)
+
+
+def test_focal_loss_gamma_zero_is_cross_entropy() -> None:
+    logits, target = torch.randn(2, 2, 4, 4), (torch.rand(2, 1, 4, 4) > 0.5).float()
+    ce = torch.nn.functional.cross_entropy(logits, target[:, 0].long())
+    assert focal_loss(logits, target, gamma=0.0).item() == pytest.approx(ce.item(), rel=1e-5)
+    assert focal_loss(logits, target, gamma=2.0).item() < ce.item()
+
+
+# --- stage 1 -------------------------------------------------------------------------------------
+MINI = {"image_size": 32, "vq_hidden": 8, "vq_dim": 4, "vq_codes": 16, "vq_res_hidden": 4, "restrict_width": 4,
+        "object_hidden": 8, "object_res_hidden": 4, "adm_width": 4, "adm_depth": 2, "up_width": 4,
+        "stage1_epochs": 1, "stage2_epochs": 1, "stage3_epochs": 1, "stage1_samples_per_epoch": 8,
+        "stage2_samples_per_epoch": 8, "stage3_samples_per_epoch": 8, "batch_size": 4, "score_pool": 3}  # fmt: skip
+
+
+def _images(n: int = 4) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_stage1_is_trained_once_then_cached() -> None:
+    first = Dsr("fast", seed=0, **MINI)
+    first.fit(_images())
+    assert first.hparams["stage1_source"].startswith("trained:")
+    second = Dsr("fast", seed=0, **MINI)
+    second.fit(_images())
+    assert second.hparams["stage1_source"] == "cache:" + first.hparams["stage1_source"].split(":", 1)[1]
+    for (k, a), b in zip(first.vq.state_dict().items(), second.vq.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_stage1_weights_from_a_user_file(tmp_path: Path) -> None:
+    donor = build_vq(Dsr.resolve_hparams("fast", MINI))
+    path = tmp_path / "vq.pt"
+    torch.save({"vq": donor.state_dict()}, path)
+    detector = Dsr("fast", seed=0, stage1_weights=str(path), **MINI)
+    detector.fit(_images())
+    assert detector.hparams["stage1_source"] == f"file:{path}"
+    assert torch.equal(detector.vq.vq_hi.embedding, donor.vq_hi.embedding)
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        return
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(tmp_path / "vq.safetensors"))
+    assert set(read_weights(tmp_path / "vq.safetensors")) == set(donor.state_dict())
+
+
+def test_bad_stage1_weights_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(DataError):
+        Dsr("fast", stage1_weights=str(tmp_path / "missing.pt"), **MINI).fit(_images())
+    torch.save({"unrelated": torch.zeros(2)}, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="do not fit"):
+        Dsr("fast", stage1_weights=str(tmp_path / "bad.pt"), **MINI).fit(_images())
+
+
+def test_checkpoint_resume_equals_uninterrupted_training(tmp_path: Path) -> None:
+    hp = {**MINI, "stage2_epochs": 2, "stage3_epochs": 2}
+    straight = Dsr("fast", seed=1, **hp)
+    straight.fit(_images())
+    expected = straight.predict(_images(), (32, 32))
+    ckpt = {**hp, "checkpoint_every": 1, "checkpoint_dir": str(tmp_path)}
+    Dsr("fast", seed=1, **ckpt).fit(_images())  # writes per-stage checkpoints
+    assert (tmp_path / "dsr_stage2.pt").is_file() and (tmp_path / "dsr_stage3.pt").is_file()
+    resumed = Dsr("fast", seed=1, **ckpt)
+    resumed.fit(_images())
+    assert resumed.resumed_from_epoch == {"stage2": 2, "stage3": 2}
+    got = resumed.predict(_images(), (32, 32))
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.maps, expected.maps, rtol=1e-4, atol=1e-5)
