@@ -1,0 +1,1 @@
+"""CFlow-AD for autovi (Gudovskiy et al., WACV 2022)."""

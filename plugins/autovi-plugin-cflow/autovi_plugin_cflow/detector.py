@@ -1,0 +1,169 @@
+"""CFlow-AD (Gudovskiy et al., "CFLOW-AD: Real-Time Unsupervised Anomaly Detection with Localization
+via Conditional Normalizing Flows", WACV 2022).
+
+Encoder: a frozen ImageNet CNN; three feature layers at strides 8, 16, 32 (WideResNet-50 layer2-4;
+EfficientNet-Lite0 blocks.2/4/6 offline). Decoders: one conditional normalising flow per layer
+(:mod:`.flow`), conditioned on a 2-D sinusoidal encoding of the position. Every feature vector
+("fibre") of every training image is a sample; each flow maximises its fibres' log-likelihood
+(:mod:`.training`).
+
+Maps: per layer, the log-likelihood per dimension log p / C is turned into a probability
+exp(log p / C - m_l), where the normaliser m_l is the largest log p / C over the *training* fibres,
+fixed at the end of ``fit`` and saved (the original code takes the maximum over the test set, which
+leaks test data). The probability is clipped to at most 1, upsampled to the input size and summed
+over the L layers; the anomaly map is L minus that sum, so every map value lies in [0, L] and the
+training fibres' most likely positions give 0. Image score = maximum of the map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+
+LITE0_LAYERS = ("blocks.2", "blocks.4", "blocks.6")  # 40 / 112 / 320 channels at strides 8 / 16 / 32
+WRN_LAYERS = ("layer2", "layer3", "layer4")
+
+_COMMON: dict[str, Any] = {
+    "weights": None,  # backbone weights file (--weights)
+    "weights_source": None,  # filled in: where the backbone's weights came from
+    "layers": None,  # None = layer2-4 (ResNets) / blocks.2, 4, 6 (Lite0)
+    "condition_dims": 128,  # channels of the positional encoding
+    "clamp": 1.9,
+    "permute_soft": True,
+    "fibre_batch": 256,
+    "warmup_epochs": 2,
+    "checkpoint_every": None,  # meta-epochs between checkpoints (None = none)
+    "checkpoint_dir": None,  # training resumes from the latest checkpoint there
+}
+
+
+class CFlow(Detector):
+    name = "cflow"
+    description = "CFlow-AD: per-layer conditional normalising flows on frozen CNN features, positional conditioning."
+    profiles = {
+        "paper": {
+            **_COMMON,
+            "backbone": "wide_resnet50_2",
+            "image_size": 256,
+            "coupling_blocks": 8,
+            "lr": 2e-4,
+            "meta_epochs": 25,
+            "sub_epochs": 8,
+            "loss": "logsigmoid",  # the official code's -logsigmoid(log p / C)
+        },
+        "fast": {
+            **_COMMON,
+            "backbone": "tf_efficientnet_lite0",
+            "image_size": 128,
+            "coupling_blocks": 4,
+            "lr": 2e-3,
+            "meta_epochs": 4,
+            "sub_epochs": 2,
+            "loss": "nll",  # mean negative log-likelihood per dimension
+            "condition_dims": 32,
+            "warmup_epochs": 1,
+        },
+    }
+    capabilities = Capabilities(needs_gpu=True, supervised=False, pretrained_assets=("wide_resnet50_2", "tf_efficientnet_lite0"))
+
+    def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
+        super().__init__(profile, seed=seed, device=device, **overrides)
+        self._extractor: Any = None
+        self.flows: Any = None
+        self.normaliser: np.ndarray | None = None  # (L,) max training log p / C per layer
+
+    # --- encoder ------------------------------------------------------------------------------------
+    def layers(self) -> tuple[str, ...]:
+        hp = self.hparams
+        if hp["layers"]:
+            return tuple(hp["layers"])
+        return LITE0_LAYERS if "efficientnet" in hp["backbone"] else WRN_LAYERS
+
+    def _encoder(self) -> Any:
+        if self._extractor is None:
+            from autovi_core.backbones import FeatureExtractor
+
+            self._extractor = FeatureExtractor(self.hparams["backbone"], self.layers(), weights=self.hparams["weights"], device=self.device)
+            self.hparams["weights_source"] = self._extractor.weights_source.description
+        return self._extractor
+
+    def _features(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """Per layer, (N, C, h, w) float32 CPU features of ``images``."""
+        import torch
+
+        from autovi_core.backbones import InputGeometry
+
+        encoder, geometry = self._encoder(), InputGeometry(int(self.hparams["image_size"]))
+        outputs = [encoder(batch) for batch in geometry.batches(images, 16)]
+        return [torch.cat([o[name] for o in outputs]).cpu() for name in encoder.layers]
+
+    def _build_flows(self, channels: Sequence[int]) -> Any:
+        import torch
+
+        from .flow import ConditionalFlow
+
+        hp = self.hparams
+        torch.manual_seed(self.seed)
+        flows = torch.nn.ModuleList(
+            ConditionalFlow(c, int(hp["condition_dims"]), int(hp["coupling_blocks"]), clamp=float(hp["clamp"]),
+                            permute_soft=bool(hp["permute_soft"]), seed=self.seed * 1000 + i)
+            for i, c in enumerate(channels)
+        )  # fmt: skip
+        return flows.to(self.device)
+
+    # --- the method ---------------------------------------------------------------------------------
+    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+        from .training import layer_log_likelihoods, train_flows
+
+        if len(images) < 1:
+            raise ValueError(f"{self.name} needs at least one training image")
+        features = self._features(images)
+        self.flows = self._build_flows([f.shape[1] for f in features])
+        train_flows(self.flows, features, self.hparams, self.seed, images, self.device)
+        self.flows.eval()
+        # The likelihood normaliser: the most likely training fibre per layer (never test data).
+        per_layer = layer_log_likelihoods(self.flows, features, int(self.hparams["condition_dims"]), self.device)
+        self.normaliser = np.array([float(ll.max()) for ll in per_layer], dtype=np.float64)
+        self.fitted = True
+
+    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
+        import torch
+        from torch.nn import functional as F
+
+        from autovi_core.backbones import InputGeometry
+
+        from .training import layer_log_likelihoods
+
+        self.check_fitted()
+        size = int(self.hparams["image_size"])
+        per_layer = layer_log_likelihoods(self.flows, self._features(images), int(self.hparams["condition_dims"]), self.device)
+        probability = torch.zeros(len(images), size, size)
+        for ll, offset in zip(per_layer, self.normaliser):
+            p = torch.exp(ll.double() - offset).clamp(max=1.0).float()
+            probability += F.interpolate(p.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
+        grids = len(per_layer) - probability
+        scores = grids.flatten(1).max(dim=1).values.double()
+        maps = InputGeometry(size).maps_to_frame(grids, output_size, sigma=0.0)
+        return Prediction(scores=scores.numpy(), maps=maps)
+
+    # --- persistence ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        self.check_fitted()
+        state = {f"flows.{k}": v.detach().cpu().numpy() for k, v in self.flows.state_dict().items()}
+        state["normaliser"] = np.asarray(self.normaliser, dtype=np.float64)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        import torch
+
+        encoder = self._encoder()
+        self.flows = self._build_flows([encoder.channels[name] for name in encoder.layers])
+        flows = {k.removeprefix("flows."): torch.from_numpy(np.asarray(v)) for k, v in state.items() if k.startswith("flows.")}
+        self.flows.load_state_dict(flows, strict=True)
+        self.flows.eval()
+        self.normaliser = np.asarray(state["normaliser"], dtype=np.float64)
+        self.fitted = True

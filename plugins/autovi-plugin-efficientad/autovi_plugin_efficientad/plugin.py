@@ -1,0 +1,10 @@
+"""Entry-point module: registers EfficientAD (torch is imported only when the detector is used)."""
+
+from autovi_core import hookimpl
+
+
+@hookimpl
+def autovi_register_detectors():
+    from .detector import EfficientAD
+
+    return [EfficientAD]

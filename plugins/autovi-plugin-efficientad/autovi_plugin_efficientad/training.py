@@ -1,0 +1,105 @@
+"""Training the student and the autoencoder (paper Sec. 3.2-3.3, Algorithm 1).
+
+Per step (batch 1 in the paper), on a random training image I:
+
+- L_hard: hard-feature loss between the normalised teacher T(I) and the student's first half;
+- penalty (optional): mean squared student output on a random image of ``penalty_folder``;
+- on I' = I with one random brightness, contrast or saturation change of up to 20 %:
+  L_AE = mean (T(I') - A(I'))^2 and L_STAE = mean (A(I') - S_ae(I'))^2.
+
+The sum is minimised with Adam (lr 1e-4, weight decay 1e-5), the learning rate drops 10x at 95 %
+of the steps. Checkpoints are written every ``checkpoint_every`` steps to ``checkpoint_dir`` and
+training resumes from the latest matching one there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from autovi_core.progress import track
+
+from .checkpoints import latest_checkpoint, run_key, save_checkpoint
+from .inference import FusedEfficientAD
+from .losses import autoencoder_losses, hard_feature_loss, penalty_loss
+from .teacher import colour_jitter, grey
+
+
+def jitter_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Apply one random colour change per image (the autoencoder's augmentation)."""
+    return torch.stack([colour_jitter(image, generator, 0.2) for image in images])
+
+
+def train_student_autoencoder(
+    model: FusedEfficientAD,
+    images: torch.Tensor,
+    penalty: torch.Tensor | None,
+    hp: dict[str, Any],
+    seed: int,
+    generator: torch.Generator,
+    raw_images: Sequence[np.ndarray],
+    device: str,
+) -> None:
+    """Optimise the student and the autoencoder of ``model`` on ``images`` ((N, 3, S, S) in [0, 1])."""
+    steps, batch = int(hp["steps"]), int(hp["batch_size"])
+    parameters = [*model.student.parameters(), *model.autoencoder.parameters()]
+    optimiser = torch.optim.Adam(parameters, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=max(1, int(float(hp["lr_drop_at"]) * steps)), gamma=0.1)
+    key = run_key(hp, seed, raw_images)
+    start = 0
+    resumed = latest_checkpoint(hp["checkpoint_dir"], key)
+    if resumed is not None:
+        model.student.load_state_dict(resumed["student"])
+        model.autoencoder.load_state_dict(resumed["autoencoder"])
+        optimiser.load_state_dict(resumed["optimiser"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        generator.set_state(resumed["generator"])
+        torch.set_rng_state(resumed["torch_rng"])
+        start = int(resumed["step"])
+    on_cuda = torch.device(device).type == "cuda"
+    dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=on_cuda and dtype == torch.float16)
+    model.train()
+    every = hp["checkpoint_every"]
+    for step in track(range(start, steps), "efficientad: training student and autoencoder", total=steps - start):
+        index = torch.randint(0, len(images), (batch,), generator=generator)
+        image = images[index]
+        augmented = jitter_batch(image, generator)
+        if penalty is not None:
+            extra = penalty[torch.randint(0, len(penalty), (1,), generator=generator)]
+            if torch.rand((), generator=generator) < 0.3:
+                extra = grey(extra[0]).expand(3, -1, -1)[None]
+        with torch.autocast("cuda", dtype=dtype, enabled=on_cuda):
+            x = model.normalise_input(image)
+            teacher = model.teacher_features(x)
+            student = model.student(x).float()
+            loss = hard_feature_loss(teacher, student[:, : model.channels], float(hp["hard_quantile"]))
+            if penalty is not None:
+                loss = loss + penalty_loss(model.student(model.normalise_input(extra)).float()[:, : model.channels])
+            x_aug = model.normalise_input(augmented)
+            l_ae, l_stae = autoencoder_losses(
+                model.teacher_features(x_aug), model.autoencoder(x_aug).float(), model.student(x_aug).float()[:, model.channels :]
+            )
+            loss = loss + l_ae + l_stae
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        scheduler.step()
+        if every and hp["checkpoint_dir"] and (step + 1) % int(every) == 0:
+            save_checkpoint(
+                hp["checkpoint_dir"],
+                step + 1,
+                {
+                    "run_key": key,
+                    "student": model.student.state_dict(),
+                    "autoencoder": model.autoencoder.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
