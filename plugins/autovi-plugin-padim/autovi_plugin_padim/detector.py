@@ -102,6 +102,8 @@ class PaDiM(Detector):
 
     # --- the method ---------------------------------------------------------------------------------
     def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+        import torch
+
         from autovi_core.backbones import resolve_device
 
         from .gaussian import StreamingGaussian, batched_inverse
@@ -116,7 +118,9 @@ class PaDiM(Detector):
             stats.update(embedding)
         mean, cov = stats.finalize(float(self.hparams["eps"]))
         self.mean = mean.float().cpu().numpy()
-        self.inv_cov = batched_inverse(cov).float().cpu().numpy()
+        inverse = batched_inverse(cov, dtype=torch.float32)
+        del cov, stats  # release the float64 covariances before the copy to numpy
+        self.inv_cov = inverse.cpu().numpy()
         self.fitted = True
 
     def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:

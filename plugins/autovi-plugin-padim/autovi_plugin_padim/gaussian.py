@@ -27,18 +27,28 @@ class StreamingGaussian:
         self.outer.baddbmm_(x.transpose(1, 2), x)  # += sum over the batch of x x^T, per position
 
     def finalize(self, eps: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means (P, D) and regularised unbiased covariances (P, D, D), float64."""
+        """Means (P, D) and regularised unbiased covariances (P, D, D), float64.
+
+        The covariances are computed in place in the buffer of the outer-product sums (the largest
+        array of the fit), so the accumulator cannot be updated or finalised again afterwards.
+        """
         if self.count < 2:
             raise ValueError(f"a covariance needs at least 2 training images, got {self.count}")
         mean = self.sum / self.count
-        cov = (self.outer - self.count * mean.unsqueeze(2) * mean.unsqueeze(1)) / (self.count - 1)
-        cov += eps * torch.eye(cov.shape[1], dtype=cov.dtype, device=cov.device)
+        cov, self.outer = self.outer, None
+        cov.baddbmm_(mean.unsqueeze(2), mean.unsqueeze(1), alpha=-float(self.count))
+        cov /= self.count - 1
+        cov.diagonal(dim1=1, dim2=2).add_(eps)
         return mean, cov
 
 
-def batched_inverse(cov: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """Inverse of (P, D, D) symmetric positive-definite matrices via Cholesky, ``chunk`` positions at a time."""
-    out = torch.empty_like(cov)
+def batched_inverse(cov: torch.Tensor, chunk: int = 256, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Inverse of (P, D, D) symmetric positive-definite matrices via Cholesky, ``chunk`` positions at a time.
+
+    Each chunk is inverted in ``cov``'s precision and stored as ``dtype`` (default: the same), so a
+    float32 result never needs a second full-precision (P, D, D) array.
+    """
+    out = torch.empty(cov.shape, dtype=dtype or cov.dtype, device=cov.device)
     for begin in range(0, cov.shape[0], chunk):
         factor = torch.linalg.cholesky(cov[begin : begin + chunk])
         out[begin : begin + chunk] = torch.cholesky_inverse(factor)
