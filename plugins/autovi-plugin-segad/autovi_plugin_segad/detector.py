@@ -1,0 +1,302 @@
+"""SegAD (Baitieva et al., "Supervised Anomaly Detection for Complex Industrial Images", CVPR 2024).
+
+SegAD does not look at pixels itself: it re-scores the anomaly maps of one or more unsupervised
+*base detectors* (other plugins, created through the registry by name, never imported) with a
+classifier trained on a few labelled defective images.
+
+Fit (``images`` = good training images, ``labelled`` = N labelled defective images):
+
+1. The goods are split, with the seed, into base-training goods and ``held_out_fraction`` held-out
+   goods (at least one; 10 % as in the paper). Each base detector is fitted on the base-training
+   goods only, so the held-out goods are unseen by it, like test images.
+2. A part segmentation with labels stable across images is set up (:mod:`.segmentation`): the
+   user's part maps, or k-means over Lite0 features (colour + position without weights) fitted
+   on all the good training images.
+3. Base maps of the held-out goods (negatives) and labelled defects (positives) are computed at the
+   images' own size, normalised per base detector with the held-out goods' 0.9 and 0.995 quantiles
+   (``(m - q0.9) / (q0.995 - q0.9)``) and resampled to a ``map_size`` square grid, where the part
+   statistics of :mod:`.features` are taken.
+4. A boosted random forest (:mod:`.classifier`, the paper's xgboost settings, classes balanced)
+   learns defective vs good from these features.
+
+Predict: base maps -> features -> forest margin = image score. SegAD only re-scores images: the
+returned anomaly map is the base maps' normalised average at the requested size, so the pixel
+metrics (sPRO, pixel AUROC) of a SegAD row are those of its base detectors' maps.
+
+Persistence: ``config.json`` + ``state.npz`` (normalisation, part centroids) as for every detector,
+``forest.json`` in xgboost's JSON format and each base detector saved with its own ``save`` under
+``bases/<i>-<name>/``; no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.errors import ConfigError
+
+from .classifier import PAPER_SETTINGS, BoostedForest
+from .features import feature_matrix
+from .segmentation import KMeansParts, UserPartMaps
+
+BASE_PREFERENCE: tuple[str, ...] = ("patchcore", "efficientad", "padim", "cflow", "rd4ad", "draem", "dsr")
+"""Order in which ``base_detectors="auto"`` picks the installed unsupervised detector (best first:
+PatchCore and EfficientAD lead the AutoVI/MVTec tables); any other unsupervised one comes after."""
+
+SEGMENTATIONS = ("auto", "backbone", "colour", "user")
+NORMALISATION_QUANTILES = (0.9, 0.995)
+
+_COMMON: dict[str, Any] = {
+    "base_detectors": "auto",  # a name, a list of names, or "auto" (see BASE_PREFERENCE)
+    "base_profile": None,  # profile of the base detectors; None = SegAD's own profile
+    "base_overrides": {},  # {detector name: {hyperparameter: value}}
+    "held_out_fraction": 0.1,  # share of the good training images kept from the base detectors
+    "n_parts": 4,
+    "segmentation": "auto",  # auto (user maps if part_maps is set, else backbone, else colour) | backbone | colour | user
+    "segmentation_source": None,  # filled in by fit: user, backbone or colour
+    "segmentation_input": 128,  # network input size of the backbone k-means features
+    "position_weight": 0.5,  # weight of (row, col) in [0, 1] next to RGB in [0, 1] for colour k-means
+    "part_maps": None,  # folder of user part maps: [<split>/]<defect_dir>/<stem>.(npy|png) or <stem>.(npy|png)
+    "part_maps_images": None,  # the category folder holding the images those maps belong to
+    "n_jobs": 1,  # xgboost threads: one is fastest on ~100 rows (more threads only add overhead)
+    **PAPER_SETTINGS,
+}
+
+
+class SegAD(Detector):
+    name = "segad"
+    description = "SegAD: per-part statistics of base detectors' anomaly maps re-scored by a boosted random forest (supervised)."
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {**_COMMON, "map_size": 256},
+        "fast": {**_COMMON, "map_size": 64},
+    }
+    capabilities = Capabilities(needs_gpu=False, supervised=True, pretrained_assets=("tf_efficientnet_lite0",))
+
+    def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
+        super().__init__(profile, seed=seed, device=device, **overrides)
+        self.hparams["base_detectors"] = resolve_base_detectors(self.hparams["base_detectors"])
+        if self.hparams["segmentation"] not in SEGMENTATIONS:
+            raise ConfigError(f"unknown segmentation {self.hparams['segmentation']!r}; valid: {', '.join(SEGMENTATIONS)}")
+        if not 0 < float(self.hparams["held_out_fraction"]) < 1:
+            raise ConfigError("held_out_fraction must be between 0 and 1")
+        self.bases: list[Detector] = []
+        self.segmenter: KMeansParts | UserPartMaps | None = None
+        self.forest: BoostedForest | None = None
+        self.map_low = np.zeros(0)
+        self.map_high = np.zeros(0)
+
+    # --- building blocks --------------------------------------------------------------------------
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (int(self.hparams["map_size"]),) * 2
+
+    def make_bases(self) -> list[Detector]:
+        """Fresh base detectors from the registry, with ``base_profile`` and ``base_overrides``."""
+        from autovi_core.registry import get_registry
+
+        hp = self.hparams
+        profile = hp["base_profile"] or self.profile
+        overrides = dict(hp["base_overrides"] or {})
+        unknown = set(overrides) - set(hp["base_detectors"])
+        if unknown:
+            raise ConfigError(f"base_overrides names {sorted(unknown)}, which are not among base_detectors {hp['base_detectors']}")
+        registry = get_registry()
+        return [
+            registry.create_detector(name, profile, seed=self.seed, device=self.device, **dict(overrides.get(name, {})))
+            for name in hp["base_detectors"]
+        ]
+
+    def split_goods(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the base-training goods and the held-out goods (seeded, as train_test_split)."""
+        n_held = math.ceil(n * float(self.hparams["held_out_fraction"]))
+        if n < 2 or n_held >= n:
+            raise ValueError(f"{self.name} needs at least 2 good training images, got {n}")
+        order = np.random.default_rng(self.seed).permutation(n)
+        return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+    def make_segmenter(self, goods: Sequence[np.ndarray]) -> KMeansParts | UserPartMaps:
+        """The part segmentation chosen by ``segmentation`` (records the source in the hyperparameters)."""
+        hp = self.hparams
+        mode, n_parts = hp["segmentation"], int(hp["n_parts"])
+        if mode == "user" or (mode == "auto" and hp["part_maps"]):
+            if not hp["part_maps"]:
+                raise ConfigError("segmentation='user' needs the part_maps folder")
+            hp["segmentation_source"] = "user"
+            return UserPartMaps(hp["part_maps"], hp["part_maps_images"], n_parts)
+        settings = {"input_size": hp["segmentation_input"], "position_weight": hp["position_weight"], "device": self.device, "seed": self.seed}
+        if mode in ("auto", "backbone"):
+            try:
+                segmenter = KMeansParts(n_parts, "backbone", **settings).fit(goods, self.grid)
+                hp["segmentation_source"] = "backbone"
+                return segmenter
+            except (ConfigError, ImportError):
+                if mode == "backbone":
+                    raise
+        hp["segmentation_source"] = "colour"
+        return KMeansParts(n_parts, "colour", **settings).fit(goods, self.grid)
+
+    def normalise(self, j: int, maps: np.ndarray) -> np.ndarray:
+        """Base detector ``j``'s maps scaled by its held-out goods: ``(m - q0.9) / (q0.995 - q0.9)``."""
+        low, high = self.map_low[j], self.map_high[j]
+        return ((maps - low) / (high - low if high > low else 1.0)).astype(np.float32)
+
+    def base_maps(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> list[np.ndarray]:
+        """Per base detector, its normalised (N, H, W) maps of ``images`` at ``output_size``."""
+        return [self.normalise(j, base.predict(images, output_size=output_size).maps) for j, base in enumerate(self.bases)]
+
+    def raw_maps_at_own_size(self, images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+        """Per base detector, one raw map per image at the image's own size (images batched by size)."""
+        out: list[list[np.ndarray]] = [[np.empty(0)] * len(images) for _ in self.bases]
+        shapes = [tuple(image.shape[:2]) for image in images]
+        for shape in dict.fromkeys(shapes):
+            index = [i for i, s in enumerate(shapes) if s == shape]
+            for j, base in enumerate(self.bases):
+                maps = base.predict([images[i] for i in index], output_size=shape).maps
+                for i, amap in zip(index, maps):
+                    out[j][i] = amap
+        return out
+
+    def to_grid(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, map_size, map_size) bilinear resampling of N maps, where the part statistics are taken."""
+        from autovi_core.image_io import resize_map
+
+        return np.stack([resize_map(np.asarray(m, np.float32), self.grid) for m in maps])
+
+    def features(self, grid_maps: list[np.ndarray], images: Sequence[np.ndarray]) -> np.ndarray:
+        parts = self.segmenter.labels(images, self.grid)
+        return feature_matrix(grid_maps, parts, int(self.hparams["n_parts"]))
+
+    def make_forest(self) -> BoostedForest:
+        settings = {key: self.hparams[key] for key in PAPER_SETTINGS}
+        return BoostedForest(self.seed, self.hparams["n_jobs"], **settings)
+
+    # --- the method ---------------------------------------------------------------------------------
+    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+        if labelled is None or not labelled.images:
+            raise ConfigError(f"{self.name} is supervised: fit needs labelled defective images")
+        goods = list(images)
+        base_train, held_out = self.split_goods(len(goods))
+        self.bases = self.make_bases()
+        for base in self.bases:
+            base.fit([goods[i] for i in base_train])
+            base.fitted = True
+        self.segmenter = self.make_segmenter(goods)
+
+        negatives = [goods[i] for i in held_out]
+        rows = negatives + list(labelled.images)
+        raw = self.raw_maps_at_own_size(rows)
+        held_values = [np.concatenate([m.ravel() for m in maps[: len(negatives)]]) for maps in raw]
+        self.map_low = np.array([np.quantile(v, NORMALISATION_QUANTILES[0]) for v in held_values])
+        self.map_high = np.array([np.quantile(v, NORMALISATION_QUANTILES[1]) for v in held_values])
+        grid = [self.to_grid([self.normalise(j, m) for m in maps]) for j, maps in enumerate(raw)]
+        labels = np.r_[np.zeros(len(negatives)), np.ones(len(rows) - len(negatives))]
+        self.forest = self.make_forest().fit(self.features(grid, rows), labels)
+        self.fitted = True
+
+    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
+        self.check_fitted()
+        images = list(images)
+        full = self.base_maps(images, tuple(output_size))
+        grid = [self.to_grid(maps) for maps in full]
+        scores = self.forest.score(self.features(grid, images))
+        return Prediction(scores=scores, maps=np.mean(full, axis=0))
+
+    # --- persistence ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        self.check_fitted()
+        centroids = getattr(self.segmenter, "centroids", None)
+        return {
+            "map_low": np.asarray(self.map_low, np.float64),
+            "map_high": np.asarray(self.map_high, np.float64),
+            "part_centroids": np.zeros((0, 0), np.float32) if centroids is None else centroids,
+        }
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        hp = self.hparams
+        self.map_low = np.asarray(state["map_low"], np.float64)
+        self.map_high = np.asarray(state["map_high"], np.float64)
+        source = hp["segmentation_source"]
+        if source == "user":
+            self.segmenter = UserPartMaps(hp["part_maps"], hp["part_maps_images"], int(hp["n_parts"]))
+        else:
+            self.segmenter = KMeansParts(
+                int(hp["n_parts"]), source, hp["segmentation_input"], hp["position_weight"], self.device, self.seed
+            )
+            self.segmenter.centroids = np.asarray(state["part_centroids"], np.float32)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """The core's files plus ``forest.json`` (xgboost JSON) and every base detector under ``bases/``."""
+        self.check_fitted()
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        config = {"detector": self.name, "profile": self.profile, "seed": self.seed, "hparams": self.hparams}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
+        np.savez(tmp / "state.npz", **self.state_dict())
+        self.forest.save(tmp / "forest.json")
+        for i, (name, base) in enumerate(zip(self.hparams["base_detectors"], self.bases)):
+            base.save(tmp / "bases" / f"{i}-{name}")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> SegAD:
+        from autovi_core.registry import get_registry
+
+        detector = super().load(path, device=device)
+        path = Path(path)
+        registry = get_registry()
+        detector.bases = [
+            registry.detector_class(name).load(path / "bases" / f"{i}-{name}", device=device)
+            for i, name in enumerate(detector.hparams["base_detectors"])
+        ]
+        settings = {key: detector.hparams[key] for key in PAPER_SETTINGS}
+        detector.forest = BoostedForest.load(path / "forest.json", detector.seed, detector.hparams["n_jobs"], **settings)
+        detector.fitted = True
+        return detector
+
+
+def resolve_base_detectors(value: str | Sequence[str]) -> list[str]:
+    """The base detector names: ``"auto"`` -> the best installed unsupervised one; names are checked."""
+    from autovi_core.registry import get_registry
+
+    registry = get_registry()
+    usable = {
+        name: cls for name, cls in registry.detectors.items() if name != SegAD.name and not cls.capabilities.supervised
+    }
+    if value == "auto":
+        ranked = [n for n in BASE_PREFERENCE if n in usable] + sorted(n for n in usable if n not in BASE_PREFERENCE)
+        if not ranked:
+            raise ConfigError("SegAD needs an unsupervised base detector, but none is installed (e.g. autovi-plugin-patchcore)")
+        return [ranked[0]]
+    names = [value] if isinstance(value, str) else list(value)
+    if not names:
+        raise ConfigError("base_detectors is empty")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"base_detectors lists a detector twice: {names}")
+    for name in names:
+        registry.detector_class(name)  # unknown names: PluginError listing the valid ones
+        if name not in usable:
+            raise ConfigError(f"{name!r} cannot be a SegAD base detector: it is supervised")
+    return names
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"hyperparameter value {value!r} is not JSON-serialisable")
