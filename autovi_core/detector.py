@@ -123,16 +123,27 @@ class Detector(ABC):
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore the learned state returned by :meth:`state_dict`."""
 
+    def save_extra(self, directory: Path) -> None:
+        """Write files beyond ``state_dict`` into the save ``directory`` (e.g. composed detectors)."""
+
+    def load_extra(self, directory: Path) -> None:
+        """Read what :meth:`save_extra` wrote; called after :meth:`load_state_dict`."""
+
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` and ``state.npz`` into directory ``path`` (atomically replaced)."""
+        """Write ``config.json``, ``state.npz`` and :meth:`save_extra` files into directory ``path``.
+
+        The directory is written under a temporary name and renamed into place, so a crash never
+        leaves a half-written model behind.
+        """
         self.check_fitted()
         target = Path(path)
         tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         config = {"detector": self.name, "profile": self.profile, "seed": self.seed, "hparams": self.hparams}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=json_default))
         np.savez(tmp / "state.npz", **self.state_dict())
+        self.save_extra(tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -151,11 +162,13 @@ class Detector(ABC):
         detector = cls(config["profile"], seed=config["seed"], device=device, **config["hparams"])
         with np.load(path / "state.npz", allow_pickle=False) as state:
             detector.load_state_dict({key: state[key] for key in state.files})
+        detector.load_extra(path)
         detector.fitted = True
         return detector
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for hyperparameters: numpy scalars, tuples, sets and paths."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (tuple, set)):

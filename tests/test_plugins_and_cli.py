@@ -125,7 +125,7 @@ def test_run_writes_contract_results_and_resumes(tmp_path, example_plugin):
     assert [r["seed"] for r in _lines(out / "results.jsonl")] == [0, 1, 2]
 
     # the saved 8-bit maps evaluate with `autovi evaluate`
-    from autovi_core.datasets.synthetic import cache_root
+    from autovi_core.cache import cache_root
 
     root = cache_root() / "synthetic" / "v1"
     args = ["evaluate", "--dataset-root", str(root), "--category", "clip_assembly"]

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from ..cache import cache_root
 from ..dataset import Category, DatasetProvider
 from ..errors import DataError
 
@@ -484,15 +485,6 @@ def _discard(folder: Path, root: Path) -> None:
 
 
 # --- the provider ----------------------------------------------------------------------------------
-def cache_root() -> Path:
-    """``$AUTOVI_CACHE_DIR``, else ``$XDG_CACHE_HOME/autovi``, else ``~/.cache/autovi``."""
-    if os.environ.get("AUTOVI_CACHE_DIR"):
-        return Path(os.environ["AUTOVI_CACHE_DIR"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "autovi"
-    return Path.home() / ".cache" / "autovi"
-
-
 class SyntheticDataset(DatasetProvider):
     """The built-in dataset: generated on first use into a versioned cache folder."""
 

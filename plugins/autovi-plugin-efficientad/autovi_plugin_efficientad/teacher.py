@@ -42,7 +42,7 @@ CACHE_FORMAT = 1
 
 def cache_dir() -> Path:
     """``<autovi cache>/efficientad`` (``$AUTOVI_CACHE_DIR`` or ~/.cache/autovi)."""
-    from autovi_core.datasets.synthetic import cache_root
+    from autovi_core.cache import cache_root
 
     return cache_root() / "efficientad"
 
@@ -58,7 +58,7 @@ def discover_pool(folder: str | os.PathLike[str] | None) -> list[Path]:
         if not files:
             raise ConfigError(f"teacher_pool {root} holds no images")
         return sorted(files)
-    from autovi_core.datasets.synthetic import cache_root
+    from autovi_core.cache import cache_root
 
     root = cache_root()
     if not root.is_dir():

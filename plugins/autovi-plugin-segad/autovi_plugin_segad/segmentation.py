@@ -83,7 +83,7 @@ def order_by_population(points: np.ndarray, centroids: np.ndarray) -> np.ndarray
 
 
 def cache_dir() -> Path:
-    from autovi_core.datasets.synthetic import cache_root
+    from autovi_core.cache import cache_root
 
     return cache_root() / "segad" / "parts"
 
