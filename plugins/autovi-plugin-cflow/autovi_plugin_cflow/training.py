@@ -6,6 +6,8 @@ and position) are shuffled with a seeded generator and the flow is stepped once 
 fibres. One Adam optimiser over all flows; the learning rate warms up linearly for
 ``warmup_epochs`` meta-epochs from lr / 10 and then follows a cosine decay down to lr * 1e-3.
 Loss: mean -log p / C (``nll``), or the official code's mean -logsigmoid(log p / C) (``logsigmoid``).
+Every ``checkpoint_every`` meta-epochs a step-numbered checkpoint (``step`` = meta-epochs done) goes
+to ``checkpoint_dir``; training resumes from the newest one of the same run there.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import torch
 from torch.nn import functional as F
 
 from autovi_core.progress import track
+from autovi_core.training import Checkpointer, autocast, run_fingerprint
 
-from .checkpoints import latest_checkpoint, run_key, save_checkpoint
 from .flow import positional_encoding_2d
+
+NOT_TRAINING = ("weights_source", "checkpoint_every", "checkpoint_dir")
+"""Hyperparameters that do not change the trained flows (left out of the checkpoint fingerprint)."""
 
 
 def fibres(features: torch.Tensor, condition_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,14 +67,14 @@ def train_flows(
     data = [fibres(f, int(hp["condition_dims"])) for f in features]
     optimiser = torch.optim.Adam(flows.parameters(), lr=float(hp["lr"]))
     generator = torch.Generator().manual_seed(seed)
-    key, start = run_key(hp, seed, images), 0
-    resumed = latest_checkpoint(hp["checkpoint_dir"], key)
+    checkpoints = Checkpointer(hp["checkpoint_dir"], run_fingerprint(hp, seed, images, NOT_TRAINING), every=hp["checkpoint_every"])
+    start = 0
+    resumed = checkpoints.load()
     if resumed is not None:
         flows.load_state_dict(resumed["flows"])
         optimiser.load_state_dict(resumed["optimiser"])
         generator.set_state(resumed["generator"])
         start = int(resumed["step"])
-    on_cuda = torch.device(device).type == "cuda"
     flows.train()
     meta, sub, batch = int(hp["meta_epochs"]), int(hp["sub_epochs"]), int(hp["fibre_batch"])
     for epoch in track(range(start, meta), "cflow: training the flows", total=meta - start):
@@ -78,16 +83,15 @@ def train_flows(
                 group["lr"] = learning_rate(hp, epoch + sub_epoch / sub)
             for flow, (x, c) in zip(flows, data):
                 for index in torch.randperm(len(x), generator=generator).split(batch):
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+                    with autocast(device):
                         log_p = flow.log_likelihood(x[index].to(device), c[index].to(device))
                     loss = flow_loss(log_p.float(), flow.channels, hp["loss"])
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()
-        every = hp["checkpoint_every"]
-        if every and hp["checkpoint_dir"] and (epoch + 1) % int(every) == 0:
-            state = {"run_key": key, "flows": flows.state_dict(), "optimiser": optimiser.state_dict(), "generator": generator.get_state()}
-            save_checkpoint(hp["checkpoint_dir"], epoch + 1, state)
+        if checkpoints.due(epoch + 1):
+            state = {"flows": flows.state_dict(), "optimiser": optimiser.state_dict(), "generator": generator.get_state()}
+            checkpoints.save(epoch + 1, state)
 
 
 @torch.inference_mode()

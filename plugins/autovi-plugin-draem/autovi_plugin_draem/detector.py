@@ -23,22 +23,18 @@ from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
 from autovi_core.errors import ConfigError
 from autovi_core.progress import track
 from autovi_core.synthesis import SOURCE_KINDS, make_source
+from autovi_core.training import (
+    Checkpointer,
+    autocast,
+    deterministic,
+    module_state_from_numpy,
+    module_state_to_numpy,
+    run_fingerprint,
+)
 
 from .losses import focal_loss, ssim
 from .networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
-from .training import (
-    Checkpointer,
-    DraemTrainingSet,
-    autocast,
-    deterministic,
-    fingerprint,
-    make_loader,
-    module_state_from_numpy,
-    module_state_to_numpy,
-    prepare_images,
-    step_lr,
-    to_chw,
-)
+from .training import DraemTrainingSet, make_loader, prepare_images, step_lr, to_chw
 
 _COMMON: dict[str, Any] = {
     "anomaly_source": "auto",
@@ -55,6 +51,9 @@ _COMMON: dict[str, Any] = {
     "checkpoint_dir": None,
     "num_workers": 4,
 }
+
+CHECKPOINT_NAME = "draem_checkpoint.pt"
+"""The single, rolling checkpoint file in ``checkpoint_dir`` (``epoch`` = finished epochs)."""
 
 # Which hyperparameters do not change the trained weights (left out of the checkpoint fingerprint).
 _NOT_TRAINING = ("anomaly_source_used", "checkpoint_every", "checkpoint_dir", "num_workers", "score_pool", "predict_batch_size")
@@ -131,7 +130,14 @@ class Draem(Detector):
         dataset = DraemTrainingSet(data, source, length, self.seed, hp["rotate_prob"], hp["anomaly_prob"], tuple(hp["beta_range"]))
         params = list(self.recon.parameters()) + list(self.disc.parameters())
         optimizer = torch.optim.Adam(params, lr=hp["lr"])
-        checkpoints = Checkpointer(hp["checkpoint_dir"], hp["checkpoint_every"], fingerprint(data, hp, self.seed, _NOT_TRAINING))
+        checkpoints = Checkpointer(
+            hp["checkpoint_dir"],
+            run_fingerprint(hp, self.seed, data, _NOT_TRAINING),
+            every=hp["checkpoint_every"],
+            name=CHECKPOINT_NAME,
+            on_mismatch="raise",
+            step_field="epoch",
+        )
         start = 0
         resumed = checkpoints.load()
         if resumed is not None:
@@ -146,7 +152,7 @@ class Draem(Detector):
                 step_lr(optimizer, hp["lr"], epoch, epochs, hp["lr_milestones"], hp["lr_gamma"])
                 self._train_epoch(make_loader(dataset, hp["batch_size"], self.seed, epoch, self.device, hp["num_workers"]), optimizer)
                 payload = {"recon": self.recon.state_dict(), "disc": self.disc.state_dict(), "optimizer": optimizer.state_dict()}
-                checkpoints.maybe_save(epoch + 1, epochs, payload)
+                checkpoints.maybe_save(epoch + 1, payload, last=epoch + 1 == epochs)
                 if self._stop_after_epoch is not None and epoch + 1 >= self._stop_after_epoch:
                     break
         self.recon.eval()

@@ -21,11 +21,14 @@ import numpy as np
 import torch
 
 from autovi_core.progress import track
+from autovi_core.training import Checkpointer, autocast, run_fingerprint
 
-from .checkpoints import latest_checkpoint, run_key, save_checkpoint
 from .inference import FusedEfficientAD
 from .losses import autoencoder_losses, hard_feature_loss, penalty_loss
 from .teacher import colour_jitter, grey
+
+NOT_TRAINING = ("teacher_source", "checkpoint_every", "checkpoint_dir")
+"""Hyperparameters that do not change the trained networks (left out of the checkpoint fingerprint)."""
 
 
 def jitter_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -48,9 +51,9 @@ def train_student_autoencoder(
     parameters = [*model.student.parameters(), *model.autoencoder.parameters()]
     optimiser = torch.optim.Adam(parameters, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=max(1, int(float(hp["lr_drop_at"]) * steps)), gamma=0.1)
-    key = run_key(hp, seed, raw_images)
+    checkpoints = Checkpointer(hp["checkpoint_dir"], run_fingerprint(hp, seed, raw_images, NOT_TRAINING), every=hp["checkpoint_every"])
     start = 0
-    resumed = latest_checkpoint(hp["checkpoint_dir"], key)
+    resumed = checkpoints.load()
     if resumed is not None:
         model.student.load_state_dict(resumed["student"])
         model.autoencoder.load_state_dict(resumed["autoencoder"])
@@ -63,7 +66,6 @@ def train_student_autoencoder(
     dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=on_cuda and dtype == torch.float16)
     model.train()
-    every = hp["checkpoint_every"]
     for step in track(range(start, steps), "efficientad: training student and autoencoder", total=steps - start):
         index = torch.randint(0, len(images), (batch,), generator=generator)
         image = images[index]
@@ -72,7 +74,7 @@ def train_student_autoencoder(
             extra = penalty[torch.randint(0, len(penalty), (1,), generator=generator)]
             if torch.rand((), generator=generator) < 0.3:
                 extra = grey(extra[0]).expand(3, -1, -1)[None]
-        with torch.autocast("cuda", dtype=dtype, enabled=on_cuda):
+        with autocast(device, dtype):
             x = model.normalise_input(image)
             teacher = model.teacher_features(x)
             student = model.student(x).float()
@@ -89,12 +91,10 @@ def train_student_autoencoder(
         scaler.step(optimiser)
         scaler.update()
         scheduler.step()
-        if every and hp["checkpoint_dir"] and (step + 1) % int(every) == 0:
-            save_checkpoint(
-                hp["checkpoint_dir"],
+        if checkpoints.due(step + 1):
+            checkpoints.save(
                 step + 1,
                 {
-                    "run_key": key,
                     "student": model.student.state_dict(),
                     "autoencoder": model.autoencoder.state_dict(),
                     "optimiser": optimiser.state_dict(),

@@ -30,10 +30,7 @@ Persistence: ``config.json`` + ``state.npz`` (normalisation, part centroids) as 
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -232,39 +229,22 @@ class SegAD(Detector):
             )
             self.segmenter.centroids = np.asarray(state["part_centroids"], np.float32)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """The core's files plus ``forest.json`` (xgboost JSON) and every base detector under ``bases/``."""
-        self.check_fitted()
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        config = {"detector": self.name, "profile": self.profile, "seed": self.seed, "hparams": self.hparams}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
-        np.savez(tmp / "state.npz", **self.state_dict())
-        self.forest.save(tmp / "forest.json")
+    def save_extra(self, directory: Path) -> None:
+        """``forest.json`` (xgboost JSON) and every base detector under ``bases/<i>-<name>/``."""
+        self.forest.save(directory / "forest.json")
         for i, (name, base) in enumerate(zip(self.hparams["base_detectors"], self.bases)):
-            base.save(tmp / "bases" / f"{i}-{name}")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        return target
+            base.save(directory / "bases" / f"{i}-{name}")
 
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> SegAD:
+    def load_extra(self, directory: Path) -> None:
         from autovi_core.registry import get_registry
 
-        detector = super().load(path, device=device)
-        path = Path(path)
         registry = get_registry()
-        detector.bases = [
-            registry.detector_class(name).load(path / "bases" / f"{i}-{name}", device=device)
-            for i, name in enumerate(detector.hparams["base_detectors"])
+        self.bases = [
+            registry.detector_class(name).load(directory / "bases" / f"{i}-{name}", device=self.device)
+            for i, name in enumerate(self.hparams["base_detectors"])
         ]
-        settings = {key: detector.hparams[key] for key in PAPER_SETTINGS}
-        detector.forest = BoostedForest.load(path / "forest.json", detector.seed, detector.hparams["n_jobs"], **settings)
-        detector.fitted = True
-        return detector
+        settings = {key: self.hparams[key] for key in PAPER_SETTINGS}
+        self.forest = BoostedForest.load(directory / "forest.json", self.seed, self.hparams["n_jobs"], **settings)
 
 
 def resolve_base_detectors(value: str | Sequence[str]) -> list[str]:
@@ -291,12 +271,3 @@ def resolve_base_detectors(value: str | Sequence[str]) -> list[str]:
             raise ConfigError(f"{name!r} cannot be a SegAD base detector: it is supervised")
     return names
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"hyperparameter value {value!r} is not JSON-serialisable")

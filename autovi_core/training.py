@@ -1,0 +1,166 @@
+"""Training plumbing shared by the trained detector plugins (DRAEM, CFlow-AD, EfficientAD, ...).
+
+Imported only by plugins (never by the core at import time), like :mod:`autovi_core.backbones`, so
+that ``autovi list`` stays torch-free.
+
+- :func:`run_fingerprint`: a hash of what determines a training run (hyperparameters minus the
+  bookkeeping ones, seed, training images), stored in every checkpoint.
+- :class:`Checkpointer`: resumable training checkpoints holding tensors, numbers and strings only,
+  written atomically (temporary name, then :func:`os.replace`) and read back with
+  ``torch.load(weights_only=True)``. Either one rolling file (``name=...``) or step-numbered files
+  resumed from the newest; a checkpoint of another run is skipped or refused (``on_mismatch``).
+- :func:`autocast` (bfloat16 on CUDA, nothing on the CPU) and :func:`deterministic` (deterministic
+  algorithms while training on the CPU).
+- :func:`module_state_to_numpy` / :func:`module_state_from_numpy`: a module's state dict as prefixed
+  numpy arrays, for :meth:`~autovi_core.detector.Detector.state_dict` (no pickle).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+STEP_PATTERN = "step-{step:09d}.pt"
+"""File name of a step-numbered checkpoint (zero-padded so that names sort by step)."""
+STEP_GLOB = "step-*.pt"
+
+
+def run_fingerprint(
+    hparams: Mapping[str, Any], seed: int, images: Iterable[np.ndarray], ignore: Sequence[str] = ()
+) -> str:
+    """SHA-256 (hex) of the training ``images``, the ``hparams`` minus ``ignore`` and the ``seed``.
+
+    ``images`` is a sequence of arrays (sizes may differ) or one stacked array; both hash the same
+    bytes. Hyperparameters are serialised as sorted JSON (non-JSON values through ``str``).
+    """
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(np.ascontiguousarray(image).tobytes())
+    relevant = {k: v for k, v in sorted(hparams.items()) if k not in ignore}
+    digest.update(json.dumps([relevant, seed], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+class Checkpointer:
+    """Periodic, resumable training checkpoints in ``folder`` for the run with fingerprint ``key``.
+
+    A checkpoint is ``{**payload, step_field: step, "fingerprint": key}``, where the payload holds
+    tensors, numbers and strings only (state dicts, RNG states), so it is read back with
+    ``torch.load(weights_only=True)``.
+
+    - ``folder=None`` disables checkpoints (:meth:`load` returns None, nothing is saved);
+      ``every=None`` (or 0) only disables the periodic saving (:meth:`due`).
+    - ``name=None``: one file per checkpoint, :data:`STEP_PATTERN`; :meth:`load` returns the newest
+      one. ``name="x.pt"``: a single file, overwritten by every save.
+    - ``on_mismatch="skip"``: a checkpoint with another fingerprint is ignored (an older matching
+      step-numbered one may be used); ``"raise"``: it is refused with :class:`ConfigError`.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str] | None,
+        key: str,
+        *,
+        every: int | None = None,
+        name: str | None = None,
+        on_mismatch: Literal["skip", "raise"] = "skip",
+        step_field: str = "step",
+    ) -> None:
+        if on_mismatch not in ("skip", "raise"):
+            raise ValueError(f"on_mismatch must be 'skip' or 'raise', got {on_mismatch!r}")
+        self.folder = Path(folder).expanduser() if folder else None
+        self.key = key
+        self.every = int(every) if every else None
+        self.name = name
+        self.on_mismatch = on_mismatch
+        self.step_field = step_field
+
+    def path(self, step: int) -> Path:
+        """Where the checkpoint after ``step`` goes."""
+        if self.folder is None:
+            raise ValueError("checkpoints are disabled (no folder)")
+        return self.folder / (self.name or STEP_PATTERN.format(step=step))
+
+    def due(self, step: int, *, last: bool = False) -> bool:
+        """Whether to save after ``step`` (1-based count of finished steps): every ``every`` steps,
+        and also at the ``last`` step when asked."""
+        return self.folder is not None and bool(self.every) and (step % self.every == 0 or last)
+
+    def save(self, step: int, payload: Mapping[str, Any]) -> Path:
+        """Write the checkpoint after ``step`` atomically (temporary file, then ``os.replace``)."""
+        path = self.path(step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            torch.save({**payload, self.step_field: step, "fingerprint": self.key}, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def maybe_save(self, step: int, payload: Mapping[str, Any], *, last: bool = False) -> Path | None:
+        """:meth:`save` when :meth:`due`; the written path or None."""
+        return self.save(step, payload) if self.due(step, last=last) else None
+
+    def load(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (its step under ``step_field``), or None."""
+        if self.folder is None or not self.folder.is_dir():
+            return None
+        if self.name:
+            candidates = [self.folder / self.name]
+        else:
+            candidates = sorted(self.folder.glob(STEP_GLOB), reverse=True)
+        for path in candidates:
+            if not path.is_file():
+                continue
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            if payload.get("fingerprint") == self.key:
+                return payload
+            if self.on_mismatch == "raise":
+                raise ConfigError(
+                    f"{path}: checkpoint was written for other training images or hyperparameters; "
+                    "use another checkpoint_dir or delete it"
+                )
+        return None
+
+
+def autocast(device: str | torch.device, dtype: torch.dtype = torch.bfloat16) -> contextlib.AbstractContextManager:
+    """Mixed precision (``dtype``, bfloat16 by default) on CUDA, nothing on the CPU."""
+    if str(device).startswith("cuda"):
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def deterministic(device: str | torch.device) -> Iterator[None]:
+    """Deterministic algorithms while training on the CPU (the previous setting is restored)."""
+    if str(device).startswith("cuda"):
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def module_state_to_numpy(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
+    """``module``'s state dict as numpy copies named ``<prefix>.<key>``."""
+    return {f"{prefix}.{k}": v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def module_state_from_numpy(prefix: str, module: torch.nn.Module, state: Mapping[str, np.ndarray]) -> None:
+    """Load the ``<prefix>.*`` entries of ``state`` into ``module`` (strictly)."""
+    own = {k[len(prefix) + 1 :]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith(prefix + ".")}
+    module.load_state_dict(own, strict=True)
