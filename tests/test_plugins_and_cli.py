@@ -13,7 +13,7 @@ import pytest
 from fake_plugins import FAULTY_DETECTORS, make_plugin
 
 AUTOVI = [sys.executable, "-m", "autovi_core.cli"]
-GOLDEN = Path(os.environ.get("AUTOVI_GOLDEN", Path(__file__).resolve().parents[2] / "shared" / "golden" / "autovi_eval"))
+GOLDEN = Path(os.environ.get("AUTOVI_GOLDEN", Path(__file__).resolve().parent / "golden" / "autovi_eval"))
 
 
 def autovi(*args: str, site: Path | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
