@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from autovi_core.synthesis import SolidColourSource, perlin_mask, synthesize_anomaly
+from autovi_core.synthesis import ProceduralTextureSource, SolidColourSource, perlin_mask, synthesize_anomaly
 
 
 def _chw(image: np.ndarray) -> torch.Tensor:
@@ -27,25 +29,39 @@ class _Seeded(Dataset):
 
 
 class Stage1Set(_Seeded):
-    """Stage 1 (general VQ model): training images with flips and 90-degree rotations."""
+    """Stage 1 (general VQ model): training images with flips and 90-degree rotations and, with
+    probability ``texture_prob``, a procedural texture blended into a Perlin mask. The paper's general
+    model sees ImageNet; trained on a few normal images only, it would quantise any unseen (defect)
+    appearance away, and the later stages could not see the defect at all."""
 
     stage = 1
+
+    def __init__(self, images: np.ndarray, length: int, seed: int, texture_prob: float = 0.0) -> None:
+        super().__init__(images, length, seed)
+        self.texture_prob, self.source = texture_prob, ProceduralTextureSource()
 
     def __getitem__(self, i: int) -> torch.Tensor:
         rng = self.rng(i)
         image = np.rot90(self.images[i % len(self.images)], k=int(rng.integers(4)))
-        return _chw(image[:, ::-1] if rng.random() < 0.5 else image)
+        image = image[:, ::-1] if rng.random() < 0.5 else image
+        if self.texture_prob > 0:
+            image, _ = synthesize_anomaly(image, self.source, rng, self.texture_prob, beta_range=(0.0, 0.8))
+        return _chw(image)
 
 
 class Stage2Set(_Seeded):
     """Stage 2: a clean image, a Perlin mask (empty for ``1 - anomaly_prob`` of the samples), the level
-    to corrupt (0 = hi, 1 = lo, 2 = both) and the anomaly strength ``~ U(0.2, 1)``."""
+    to corrupt (0 = hi, 1 = lo, 2 = both, drawn with weights ``levels``; DSR: uniform) and the anomaly
+    strength ``~ U(0.2, 1)``."""
 
     stage = 2
 
-    def __init__(self, images: np.ndarray, length: int, seed: int, anomaly_prob: float = 0.5) -> None:
+    def __init__(self, images: np.ndarray, length: int, seed: int, anomaly_prob: float = 0.5,
+                 levels: Sequence[float] = (1.0, 1.0, 1.0)) -> None:  # fmt: skip
         super().__init__(images, length, seed)
         self.anomaly_prob = anomaly_prob
+        weights = np.asarray(levels, dtype=np.float64)
+        self.levels = weights / weights.sum()
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
         rng = self.rng(i)
@@ -53,7 +69,7 @@ class Stage2Set(_Seeded):
         mask = np.zeros(image.shape[:2], np.float32)
         if rng.random() < self.anomaly_prob:
             mask = perlin_mask(image.shape[:2], rng, nonempty=True).astype(np.float32)
-        return _chw(image), torch.from_numpy(mask[None]), int(rng.integers(3)), float(rng.uniform(0.2, 1.0))
+        return _chw(image), torch.from_numpy(mask[None]), int(rng.choice(3, p=self.levels)), float(rng.uniform(0.2, 1.0))
 
 
 class Stage3Set(_Seeded):

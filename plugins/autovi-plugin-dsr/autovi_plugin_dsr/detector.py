@@ -45,7 +45,7 @@ from .common import (
     to_chw,
 )
 from .data import Stage2Set, Stage3Set
-from .networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours
+from .networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours, standardise
 from .stage1 import build_vq, stage1_model
 from .vq import ImageDecoder
 
@@ -53,7 +53,7 @@ _COMMON: dict[str, Any] = {
     "stage1_weights": None,
     "stage1_source": None,  # filled in by fit: file:/cache:/trained:<path> (recorded in results)
     "vq_commitment": 0.25,
-    "vq_decay": 0.99,
+    "stage1_texture_prob": 0.5,
     "anomaly_prob": 0.5,
     "min_code_rank": 0.05,
     "focal_gamma": 2.0,
@@ -77,6 +77,7 @@ class Dsr(Detector):
             **_COMMON,
             "image_size": 256,
             "vq_hidden": 128, "vq_dim": 128, "vq_codes": 4096, "vq_res_hidden": 64, "vq_res_layers": 2,
+            "vq_decay": 0.99, "anomaly_levels": [1 / 3, 1 / 3, 1 / 3],
             "stage1_epochs": 100, "stage1_samples_per_epoch": None, "stage1_lr": 2e-4,
             "restrict_width": 128, "restrict_depth": 3,
             "object_hidden": 128, "object_res_hidden": 64, "object_res_layers": 2,
@@ -88,12 +89,13 @@ class Dsr(Detector):
         "fast": {
             **_COMMON,
             "image_size": 64,
-            "vq_hidden": 32, "vq_dim": 16, "vq_codes": 64, "vq_res_hidden": 16, "vq_res_layers": 1,
-            "stage1_epochs": 10, "stage1_samples_per_epoch": 64, "stage1_lr": 2e-3,
+            "vq_hidden": 32, "vq_dim": 16, "vq_codes": 256, "vq_res_hidden": 16, "vq_res_layers": 1,
+            "vq_decay": 0.9, "anomaly_levels": [1.0, 0.0, 0.0],
+            "stage1_epochs": 40, "stage1_samples_per_epoch": 64, "stage1_lr": 2e-3,
             "restrict_width": 16, "restrict_depth": 2,
             "object_hidden": 32, "object_res_hidden": 16, "object_res_layers": 1,
             "adm_width": 8, "adm_depth": 3, "up_width": 8, "up_depth": 2,
-            "stage2_epochs": 15, "stage2_samples_per_epoch": 64, "stage2_lr": 2e-3,
+            "stage2_epochs": 30, "stage2_samples_per_epoch": 64, "stage2_lr": 2e-3,
             "stage3_epochs": 5, "stage3_samples_per_epoch": 64, "stage3_lr": 2e-3,
             "score_pool": 5, "predict_batch_size": 32,
         },
@@ -104,6 +106,9 @@ class Dsr(Detector):
         super().__init__(profile, seed=seed, device=device, **overrides)
         if self.hparams["image_size"] % 8:
             raise ConfigError(f"dsr: image_size must be a multiple of 8, got {self.hparams['image_size']}")
+        levels = self.hparams["anomaly_levels"]
+        if len(levels) != 3 or min(levels) < 0 or sum(levels) <= 0:
+            raise ConfigError(f"dsr: anomaly_levels must be 3 non-negative weights (hi, lo, both), got {levels!r}")
         self.resumed_from_epoch: dict[str, int] = {}
         self._build()
 
@@ -141,7 +146,10 @@ class Dsr(Detector):
         hp = self.hparams
         torch.manual_seed(self.seed + (2 if stage == "stage2" else 3))
         length = hp[f"{stage}_samples_per_epoch"] or len(data)
-        dataset = (Stage2Set if stage == "stage2" else Stage3Set)(data, length, self.seed, hp["anomaly_prob"])
+        if stage == "stage2":
+            dataset = Stage2Set(data, length, self.seed, hp["anomaly_prob"], hp["anomaly_levels"])
+        else:
+            dataset = Stage3Set(data, length, self.seed, hp["anomaly_prob"])
         params = [p for name in trainable for p in getattr(self, name).parameters()]
         optimizer = torch.optim.Adam(params, lr=hp[f"{stage}_lr"])
         checkpoints = Checkpointer(hp["checkpoint_dir"], hp["checkpoint_every"], key, name=f"dsr_{stage}.pt")
@@ -191,9 +199,9 @@ class Dsr(Detector):
             with torch.no_grad():
                 recon_general = vq.decode(a_hi, a_lo)
             logits = self.adm(torch.cat([recon_object.detach(), recon_general], dim=1))
-        return (
-            F.mse_loss(f_hi.float(), q_hi)
-            + F.mse_loss(f_lo.float(), q_lo)
+        return (  # feature MSE in units of each codebook's spread (see SubspaceRestriction)
+            F.mse_loss(standardise(f_hi, vq.vq_hi), standardise(q_hi, vq.vq_hi))
+            + F.mse_loss(standardise(f_lo, vq.vq_lo), standardise(q_lo, vq.vq_lo))
             + hp["image_loss_weight"] * F.mse_loss(recon_object.float(), x)
             + focal_loss(logits, target, hp["focal_gamma"])
         )

@@ -46,8 +46,27 @@ class UNet(nn.Module):
         return self.out(x)
 
 
+def codebook_stats(codebook: VectorQuantizerEMA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation ``(1, D, 1, 1)`` of a (frozen) codebook's vectors."""
+    embedding = codebook.embedding.float()
+    mean = embedding.mean(0)[None, :, None, None]
+    std = (embedding.std(0) if embedding.shape[0] > 1 else torch.ones_like(embedding[0])).clamp_min(1e-6)
+    return mean, std[None, :, None, None]
+
+
+def standardise(features: torch.Tensor, codebook: VectorQuantizerEMA) -> torch.Tensor:
+    """Features in units of the codebook's spread: ``(features - mean) / std`` per dimension."""
+    mean, std = codebook_stats(codebook)
+    return (features.float() - mean) / std
+
+
 class SubspaceRestriction(nn.Module):
-    """Restores normal quantised features: a U-Net followed by the frozen general codebook."""
+    """Restores normal quantised features: a U-Net followed by the frozen general codebook.
+
+    The U-Net reads and writes features standardised by the codebook's per-dimension mean and std. A VQ
+    model is free to settle on any latent scale (a small one trained on a few images ends up with codes
+    of norm ~0.5 that differ by ~0.01), and unscaled, the U-Net cannot resolve codes that close.
+    """
 
     def __init__(self, dim: int, base: int, depth: int) -> None:
         super().__init__()
@@ -55,7 +74,8 @@ class SubspaceRestriction(nn.Module):
 
     def forward(self, q: torch.Tensor, codebook: VectorQuantizerEMA) -> tuple[torch.Tensor, torch.Tensor]:
         """``(restored features before quantisation, their re-quantisation with a straight-through gradient)``."""
-        features = self.net(q)
+        mean, std = codebook_stats(codebook)
+        features = (self.net(((q.float() - mean) / std).to(q.dtype)) * std + mean).to(q.dtype)
         quantised = codebook.lookup(codebook.nearest(features)).to(features.dtype)
         return features, features + (quantised - features).detach()
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autovi_core.datasets.synthetic import cache_root
+from autovi_core.cache import cache_root
 from autovi_core.errors import ConfigError, DataError
 from autovi_core.progress import track
 
@@ -28,7 +28,7 @@ STAGE1_VERSION = 2
 """Part of the cache key: bump when the VQ model or its training changes."""
 
 STAGE1_KEYS = ("image_size", "vq_hidden", "vq_dim", "vq_codes", "vq_res_hidden", "vq_res_layers", "vq_commitment",
-               "vq_decay", "stage1_epochs", "stage1_samples_per_epoch", "stage1_lr", "batch_size")  # fmt: skip
+               "vq_decay", "stage1_texture_prob", "stage1_epochs", "stage1_samples_per_epoch", "stage1_lr", "batch_size")  # fmt: skip
 
 
 def build_vq(hp: Mapping[str, Any]) -> VQModel:
@@ -79,7 +79,7 @@ def _try_load(model: VQModel, path: Path) -> bool:
 def train_vq(model: VQModel, data: np.ndarray, hp: Mapping[str, Any], seed: int, device: str, workers: int) -> None:
     """Reconstruction (MSE) + commitment loss, Adam; EMA codebooks."""
     torch.manual_seed(seed)
-    dataset = Stage1Set(data, hp["stage1_samples_per_epoch"] or len(data), seed)
+    dataset = Stage1Set(data, hp["stage1_samples_per_epoch"] or len(data), seed, hp["stage1_texture_prob"])
     optimizer = torch.optim.Adam(model.parameters(), lr=hp["stage1_lr"])
     model.train()
     with deterministic(device):

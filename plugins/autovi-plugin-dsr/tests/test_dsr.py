@@ -32,9 +32,9 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory):
 
 class TestDsrConformance(DetectorConformance):
     detector = "dsr"
-    category = "textured_plate"
-    overrides = {"stage1_epochs": 6, "stage2_epochs": 10, "stage3_epochs": 3}
-    min_auroc = None  # the tiny test budget does not separate reliably; see README for fast-profile numbers
+    category = "clip_assembly"
+    # the plain fast profile; over seeds 0-3 it reaches 0.72-0.88 here (0.58-0.88 on textured_plate)
+    min_auroc = 0.65
 
 
 # --- vector quantisation --------------------------------------------------------------------------
@@ -95,6 +95,27 @@ def test_replace_codes_changes_only_codes_inside_the_mask() -> None:
     for b in range(3):
         r = ranks[b][mask[b]]
         assert r.min() >= 2 and r.max() < max(int(strength[b] * 50), 3)
+
+
+def test_stage2_levels_follow_their_weights() -> None:
+    from autovi_plugin_dsr.data import Stage2Set
+
+    images = np.zeros((2, 16, 16, 3), np.float32)
+    assert {Stage2Set(images, 20, 0, 1.0, (1.0, 0.0, 0.0))[i][2] for i in range(20)} == {0}
+    assert {Stage2Set(images, 60, 0, 1.0)[i][2] for i in range(60)} == {0, 1, 2}
+    with pytest.raises(ConfigError, match="anomaly_levels"):
+        Dsr("fast", anomaly_levels=[0.0, 0.0, 0.0])
+
+
+def test_restriction_is_invariant_to_the_codebook_scale() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizerEMA(num_codes=10, dim=4).eval()
+    restriction = SubspaceRestriction(4, 4, 2).eval()
+    q = vq.lookup(torch.randint(0, 10, (1, 8, 8)))
+    features, _ = restriction(q, vq)
+    vq.embedding.mul_(0.01).add_(3.0)
+    scaled, _ = restriction(q * 0.01 + 3.0, vq)
+    torch.testing.assert_close(scaled, features * 0.01 + 3.0, rtol=1e-4, atol=1e-5)
 
 
 def test_sorted_neighbours_start_with_the_code_itself() -> None:
