@@ -1,17 +1,11 @@
-"""Training plumbing shared by DSR's three stages: image preparation, the DataLoader, the step LR
-schedule, mixed precision on CUDA, CPU determinism, resumable checkpoints (weights_only) and the focal loss."""
+"""Training plumbing of DSR's three stages: image preparation, the DataLoader, the step LR schedule
+and the focal loss (checkpoints, mixed precision and determinism come from ``autovi_core.training``)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import json
-import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,7 +13,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from autovi_core.errors import ConfigError
 
 
 
@@ -76,75 +69,6 @@ def step_lr(optimizer: torch.optim.Optimizer, base_lr: float, epoch: int, epochs
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
-
-
-def autocast(device: str) -> contextlib.AbstractContextManager:
-    """bfloat16 mixed precision on CUDA, nothing on the CPU."""
-    if str(device).startswith("cuda"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def deterministic(device: str) -> Iterator[None]:
-    """Deterministic algorithms while training on the CPU (restored afterwards)."""
-    if str(device).startswith("cuda"):
-        yield
-        return
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
-def fingerprint(images: np.ndarray, hparams: Mapping[str, Any], seed: int, ignore: Sequence[str] = ()) -> str:
-    """SHA-256 of the training images, the hyperparameters (minus ``ignore``) and the seed."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(images).tobytes())
-    relevant = {k: v for k, v in sorted(hparams.items()) if k not in ignore}
-    digest.update(json.dumps([relevant, seed], sort_keys=True, default=str).encode())
-    return digest.hexdigest()
-
-
-class Checkpointer:
-    """Saves ``{"epoch", "fingerprint", ...tensors}`` every ``every`` epochs into ``folder``; ``load``
-    returns the saved payload when its fingerprint matches (read with ``weights_only=True``)."""
-
-    def __init__(self, folder: str | os.PathLike[str] | None, every: int | None, key: str, name: str) -> None:
-        self.path = Path(folder).expanduser() / name if folder else None
-        self.every = int(every) if every else None
-        self.key = key
-
-    def load(self) -> dict[str, Any] | None:
-        if self.path is None or not self.path.is_file():
-            return None
-        payload = torch.load(self.path, map_location="cpu", weights_only=True)
-        if payload.get("fingerprint") != self.key:
-            raise ConfigError(
-                f"{self.path}: checkpoint was written for other training images or hyperparameters; "
-                "use another checkpoint_dir or delete it"
-            )
-        return payload
-
-    def maybe_save(self, epoch: int, epochs: int, payload: Mapping[str, Any]) -> None:
-        """Save after ``epoch`` (1-based count of finished epochs) when due, and at the end."""
-        if self.path is None or not (self.every and (epoch % self.every == 0 or epoch == epochs)):
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({**payload, "epoch": epoch, "fingerprint": self.key}, tmp)
-        os.replace(tmp, self.path)
-
-
-def module_state_to_numpy(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {f"{prefix}.{k}": v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
-
-
-def module_state_from_numpy(prefix: str, module: torch.nn.Module, state: Mapping[str, np.ndarray]) -> None:
-    own = {k[len(prefix) + 1 :]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith(prefix + ".")}
-    module.load_state_dict(own, strict=True)
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, eps: float = 1e-6) -> torch.Tensor:

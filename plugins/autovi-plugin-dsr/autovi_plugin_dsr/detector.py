@@ -31,19 +31,16 @@ from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
 from autovi_core.errors import ConfigError
 from autovi_core.progress import track
 
-from .common import (
+from autovi_core.training import (
     Checkpointer,
     autocast,
     deterministic,
-    fingerprint,
-    focal_loss,
-    make_loader,
     module_state_from_numpy,
     module_state_to_numpy,
-    prepare_images,
-    step_lr,
-    to_chw,
+    run_fingerprint,
 )
+
+from .common import focal_loss, make_loader, prepare_images, step_lr, to_chw
 from .data import Stage2Set, Stage3Set
 from .networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours, standardise
 from .stage1 import build_vq, stage1_model
@@ -136,7 +133,7 @@ class Dsr(Detector):
         data = prepare_images(images, hp["image_size"])
         self._build()
         self.vq, hp["stage1_source"] = stage1_model(hp, data, self.seed, self.device)
-        key = fingerprint(data, hp, self.seed, _NOT_TRAINING)
+        key = run_fingerprint(hp, self.seed, data, _NOT_TRAINING)
         self._train_stage("stage2", ("restrict_hi", "restrict_lo", "object_decoder", "adm"), data, key)
         self._train_stage("stage3", ("upsampler",), data, key)
         self._set_mode()
@@ -152,7 +149,9 @@ class Dsr(Detector):
             dataset = Stage3Set(data, length, self.seed, hp["anomaly_prob"])
         params = [p for name in trainable for p in getattr(self, name).parameters()]
         optimizer = torch.optim.Adam(params, lr=hp[f"{stage}_lr"])
-        checkpoints = Checkpointer(hp["checkpoint_dir"], hp["checkpoint_every"], key, name=f"dsr_{stage}.pt")
+        checkpoints = Checkpointer(
+            hp["checkpoint_dir"], key, every=hp["checkpoint_every"], name=f"dsr_{stage}.pt", on_mismatch="raise", step_field="epoch"
+        )
         start, resumed = 0, checkpoints.load()
         if resumed is not None:
             for name in trainable:
@@ -175,7 +174,7 @@ class Dsr(Detector):
                     loss.backward()
                     optimizer.step()
                 payload = {name: getattr(self, name).state_dict() for name in trainable}
-                checkpoints.maybe_save(epoch + 1, epochs, {**payload, "optimizer": optimizer.state_dict()})
+                checkpoints.maybe_save(epoch + 1, {**payload, "optimizer": optimizer.state_dict()}, last=epoch + 1 == epochs)
 
     def _stage2_loss(self, batch: Sequence[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         hp = self.hparams

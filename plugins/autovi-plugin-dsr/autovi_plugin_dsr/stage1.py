@@ -20,7 +20,9 @@ from autovi_core.cache import cache_root
 from autovi_core.errors import ConfigError, DataError
 from autovi_core.progress import track
 
-from .common import autocast, deterministic, fingerprint, make_loader
+from autovi_core.training import autocast, deterministic, run_fingerprint
+
+from .common import make_loader
 from .data import Stage1Set
 from .vq import VQModel
 
@@ -103,7 +105,7 @@ def stage1_model(hp: Mapping[str, Any], data: np.ndarray, seed: int, device: str
         load_weights(model, hp["stage1_weights"])
         origin = f"file:{Path(hp['stage1_weights']).expanduser()}"
     else:
-        key = fingerprint(data, {"version": STAGE1_VERSION, **{k: hp[k] for k in STAGE1_KEYS}}, seed)[:24]
+        key = run_fingerprint({"version": STAGE1_VERSION, **{k: hp[k] for k in STAGE1_KEYS}}, seed, data)[:24]
         path = cache_root() / "dsr" / f"stage1-{key}.pt"
         if _try_load(model, path):
             origin = f"cache:{path}"
