@@ -349,6 +349,17 @@ class FeatureExtractor:
             layers = tuple(by_stride[s] for s in PRESET_STRIDES[method])
         return cls(backbone, layers, weights=weights, device=device)
 
+    @classmethod
+    def from_hparams(cls, method: str, hparams: dict[str, Any], device: str = "cpu") -> FeatureExtractor:
+        """The extractor a detector's ``backbone`` / ``layers`` / ``weights`` hyperparameters ask for
+        (the method's preset layers when ``layers`` is empty); records ``weights_source`` in them."""
+        if hparams.get("layers"):
+            extractor = cls(hparams["backbone"], list(hparams["layers"]), weights=hparams["weights"], device=device)
+        else:
+            extractor = cls.for_method(method, hparams["backbone"], weights=hparams["weights"], device=device)
+        hparams["weights_source"] = extractor.weights_source.description
+        return extractor
+
     @property
     def total_channels(self) -> int:
         return sum(self.channels.values())
@@ -404,6 +415,12 @@ class InputGeometry:
 
     resize: int
     crop: int | None = None
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> InputGeometry:
+        """The geometry of a detector's ``resize`` / ``crop`` hyperparameters."""
+        crop = hparams["crop"]
+        return cls(int(hparams["resize"]), None if crop is None else int(crop))
 
     def __post_init__(self) -> None:
         if self.crop is not None and not 0 < self.crop <= self.resize:

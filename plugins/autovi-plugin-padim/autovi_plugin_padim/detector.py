@@ -56,19 +56,13 @@ class PaDiM(Detector):
     def _geometry(self) -> Any:
         from autovi_core.backbones import InputGeometry
 
-        crop = self.hparams["crop"]
-        return InputGeometry(int(self.hparams["resize"]), None if crop is None else int(crop))
+        return InputGeometry.from_hparams(self.hparams)
 
     def _feature_extractor(self) -> Any:
         if self._extractor is None:
             from autovi_core.backbones import FeatureExtractor
 
-            hp = self.hparams
-            if hp["layers"]:
-                self._extractor = FeatureExtractor(hp["backbone"], list(hp["layers"]), weights=hp["weights"], device=self.device)
-            else:
-                self._extractor = FeatureExtractor.for_method("padim", hp["backbone"], weights=hp["weights"], device=self.device)
-            hp["weights_source"] = self._extractor.weights_source.description
+            self._extractor = FeatureExtractor.from_hparams("padim", self.hparams, self.device)
         return self._extractor
 
     def _choose_channels(self, total: int) -> np.ndarray:
