@@ -27,14 +27,17 @@ from autovi_core.training import (
     Checkpointer,
     autocast,
     deterministic,
+    focal_loss,
+    make_loader,
     module_state_from_numpy,
     module_state_to_numpy,
     run_fingerprint,
+    step_lr,
 )
 
-from .losses import focal_loss, ssim
+from .losses import ssim
 from .networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
-from .training import DraemTrainingSet, make_loader, prepare_images, step_lr, to_chw
+from .training import DraemTrainingSet, prepare_images, to_chw
 
 _COMMON: dict[str, Any] = {
     "anomaly_source": "auto",

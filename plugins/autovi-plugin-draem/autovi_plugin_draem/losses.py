@@ -35,13 +35,3 @@ def ssim(
     cov = blur(x * y) - mx * my
     ssim_map = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return ssim_map.mean()
-
-
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, eps: float = 1e-6) -> torch.Tensor:
-    """Mean focal loss ``-(1 - p_t)^gamma log p_t`` of two-class logits ``(N, 2, H, W)`` against a
-    ``(N, 1, H, W)`` or ``(N, H, W)`` mask in {0, 1} (Lin et al., 2017; alpha-free as in DRAEM)."""
-    target = target.reshape(logits.shape[0], *logits.shape[2:]).to(logits.dtype)
-    log_p = F.log_softmax(logits.float(), dim=1)
-    log_pt = target * log_p[:, 1] + (1 - target) * log_p[:, 0]
-    pt = log_pt.exp().clamp(eps, 1.0)
-    return (-((1 - pt) ** gamma) * log_pt).mean()

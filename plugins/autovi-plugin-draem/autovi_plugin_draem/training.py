@@ -3,15 +3,13 @@ schedule. Mixed precision, CPU determinism and checkpoints come from :mod:`autov
 
 from __future__ import annotations
 
-import functools
-import random
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from scipy.ndimage import rotate as nd_rotate
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from autovi_core.synthesis import AnomalySource, synthesize_anomaly
 
@@ -64,41 +62,3 @@ class DraemTrainingSet(Dataset):
         augmented, mask = synthesize_anomaly(image, self.source, rng, self.anomaly_prob, self.beta_range)
         chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))  # noqa: E731
         return chw(image), chw(augmented), torch.from_numpy(mask[None])
-
-
-def _seed_worker(worker_id: int, base_seed: int) -> None:
-    seed = (base_seed * 1000 + worker_id) % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def make_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, device: str, workers: int) -> DataLoader:
-    """A shuffling loader for one epoch; its order depends only on ``(seed, epoch)``.
-
-    On CUDA, ``workers`` processes synthesise the batches (pinned memory); on the CPU they run inline.
-    """
-    if hasattr(dataset, "epoch"):
-        dataset.epoch = epoch
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    n_workers = workers if str(device).startswith("cuda") else 0
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(dataset) >= batch_size,
-        generator=generator,
-        num_workers=n_workers,
-        pin_memory=n_workers > 0,
-        worker_init_fn=functools.partial(_seed_worker, base_seed=seed) if n_workers else None,
-    )
-
-
-def step_lr(optimizer: torch.optim.Optimizer, base_lr: float, epoch: int, epochs: int,
-            milestones: Sequence[float] = (0.8, 0.9), gamma: float = 0.2) -> float:
-    """DRAEM's code schedule: multiply the lr by ``gamma`` at 80 % and 90 % of training."""
-    passed = sum(epoch >= int(m * epochs) for m in milestones)
-    lr = base_lr * gamma**passed
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    return lr

@@ -11,7 +11,8 @@ import torch
 
 from autovi_core.testing import DetectorConformance
 from autovi_plugin_draem.detector import Draem
-from autovi_plugin_draem.losses import focal_loss, gaussian_window, ssim
+from autovi_core.training import focal_loss
+from autovi_plugin_draem.losses import gaussian_window, ssim
 from autovi_plugin_draem.networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
 
 TINY = {"epochs": 12, "samples_per_epoch": 40}

@@ -35,12 +35,15 @@ from autovi_core.training import (
     Checkpointer,
     autocast,
     deterministic,
+    focal_loss,
+    make_loader,
     module_state_from_numpy,
     module_state_to_numpy,
     run_fingerprint,
+    step_lr,
 )
 
-from .common import focal_loss, make_loader, prepare_images, step_lr, to_chw
+from .common import prepare_images, to_chw
 from .data import Stage2Set, Stage3Set
 from .networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours, standardise
 from .stage1 import build_vq, stage1_model

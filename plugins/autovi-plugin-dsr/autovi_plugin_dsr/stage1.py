@@ -20,9 +20,8 @@ from autovi_core.cache import cache_root
 from autovi_core.errors import ConfigError, DataError
 from autovi_core.progress import track
 
-from autovi_core.training import autocast, deterministic, run_fingerprint
+from autovi_core.training import autocast, deterministic, make_loader, run_fingerprint
 
-from .common import make_loader
 from .data import Stage1Set
 from .vq import VQModel
 

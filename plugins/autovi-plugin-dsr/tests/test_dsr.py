@@ -11,7 +11,7 @@ import torch
 
 from autovi_core.errors import ConfigError, DataError
 from autovi_core.testing import DetectorConformance
-from autovi_plugin_dsr.common import focal_loss
+from autovi_core.training import focal_loss
 from autovi_plugin_dsr.detector import Dsr
 from autovi_plugin_dsr.networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours
 from autovi_plugin_dsr.stage1 import build_vq, read_weights
