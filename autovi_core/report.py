@@ -78,16 +78,17 @@ def _key(record: dict) -> Key:
 def latest_ok(records: Iterable[dict]) -> tuple[list[dict], int]:
     """Deduplicate by (detector, dataset, category, seed, profile): the last ok record wins.
 
-    Returns the ok records and the number of failed (non-ok) rows seen.
+    Returns the ok records and the number of experiments that failed and have no ok record (a
+    failure later re-run successfully with ``--resume`` is not counted).
     """
     ok: dict[Key, dict] = {}
-    failed = 0
+    failed: set[Key] = set()
     for record in records:
         if record.get("status") == "ok":
             ok[_key(record)] = record
         else:
-            failed += 1
-    return list(ok.values()), failed
+            failed.add(_key(record))
+    return list(ok.values()), len(failed - set(ok))
 
 
 # --------------------------------------------------------------------------- table

@@ -177,6 +177,12 @@ def test_failed_rows_ignored_but_counted() -> None:
     assert "1 failed run(s) ignored" in render_markdown(table)
 
 
+def test_failure_resumed_successfully_is_not_counted() -> None:
+    records = [rec("a", "pipe_staple", 0, 0.1, status="failed"), rec("a", "pipe_staple", 0, 0.9)]
+    table = build_table(records)
+    assert table.n_failed == 0 and table.cell(ROW, "a").mean == pytest.approx(90.0)
+
+
 def test_duplicates_last_ok_wins() -> None:
     records = [
         rec("a", "pipe_staple", 0, 0.5),
