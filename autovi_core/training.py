@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -171,6 +172,23 @@ def module_state_from_numpy(prefix: str, module: torch.nn.Module, state: Mapping
 
 
 # --- data loading, schedules and losses shared by the trained detectors ---------------------------
+def prepare_images(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """``(N, size, size, 3)`` float32 in [0, 1] (bilinear resize, no ImageNet normalisation),
+    the input of the detectors that learn from raw pixels (DRAEM, DSR)."""
+    out = np.empty((len(images), size, size, 3), dtype=np.float32)
+    for i, image in enumerate(images):
+        pil = Image.fromarray(np.asarray(image, dtype=np.uint8))
+        if pil.size != (size, size):
+            pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(pil, dtype=np.float32) / 255.0
+    return out
+
+
+def to_chw(batch: np.ndarray, device: str | torch.device) -> torch.Tensor:
+    """``(N, H, W, 3)`` numpy -> ``(N, 3, H, W)`` float tensor on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
+
+
 def _seed_worker(worker_id: int, base_seed: int) -> None:
     seed = (base_seed * 1000 + worker_id) % 2**32
     random.seed(seed)

@@ -31,13 +31,15 @@ from autovi_core.training import (
     make_loader,
     module_state_from_numpy,
     module_state_to_numpy,
+    prepare_images,
     run_fingerprint,
     step_lr,
+    to_chw,
 )
 
 from .losses import ssim
 from .networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
-from .training import DraemTrainingSet, prepare_images, to_chw
+from .training import DraemTrainingSet
 
 _COMMON: dict[str, Any] = {
     "anomaly_source": "auto",

@@ -39,11 +39,12 @@ from autovi_core.training import (
     make_loader,
     module_state_from_numpy,
     module_state_to_numpy,
+    prepare_images,
     run_fingerprint,
     step_lr,
+    to_chw,
 )
 
-from .common import prepare_images, to_chw
 from .data import Stage2Set, Stage3Set
 from .networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours, standardise
 from .stage1 import build_vq, stage1_model
