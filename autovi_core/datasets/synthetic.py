@@ -1,12 +1,17 @@
 """The built-in synthetic dataset: procedurally rendered inspection images in exact AutoVI layout.
 
-Two categories mimic the two kinds of AutoVI defects:
+Three categories mimic the kinds of AutoVI defects and variability:
 
 - ``textured_plate``: a brushed-metal plate with drilled holes; structural defects ``scratch``
   (a thin bright or dark curved line) and ``spot`` (stain or dent blobs).
 - ``clip_assembly``: a painted bracket with four screws and a pipe held by an orange clip; logical
   defects ``missing_screw`` (a screw absent, its hole visible) and ``misplaced_clip`` (the clip
   shifted along the pipe and/or rotated).
+
+- ``wire_harness``: a painted bracket with a loose cable between two connectors whose path varies
+  freely from part to part, as AutoVI's ``engine_wiring`` cables do (normal variability that
+  unsupervised detectors tend to flag); defects ``spot`` (stains and dents on the bracket) and
+  ``bare_wire`` (a stretch of cable without its insulation).
 
 Each category also has a ``multiple`` folder whose images carry both defect types (two ground-truth
 channels with different pixel values), as AutoVI's ``engine_wiring`` and ``underbody_pipes`` do.
@@ -39,7 +44,7 @@ from ..errors import DataError
 GENERATOR_VERSION = 1
 """Bump whenever the rendered pixels change: the default root is versioned, so caches regenerate."""
 
-SYNTHETIC_CATEGORIES: tuple[str, ...] = ("textured_plate", "clip_assembly")
+SYNTHETIC_CATEGORIES: tuple[str, ...] = ("textured_plate", "clip_assembly", "wire_harness")
 
 MARKER_NAME = ".autovi-synthetic.json"
 """Hidden marker in each generated category: generator version and generation parameters."""
@@ -97,6 +102,9 @@ class CategorySpec:
 SCREW_RADIUS = 0.045
 SCREW_CENTRES = ((-0.31, -0.24), (0.31, -0.24), (-0.31, 0.24), (0.31, 0.24))
 PLATE_HOLES = ((-0.335, -0.295), (0.335, -0.295), (-0.335, 0.295), (0.335, 0.295))
+CONNECTORS = ((-0.36, -0.22), (0.36, -0.22))
+CABLE_HALF_WIDTH = 0.022
+BRACKET_SPOT_AREA = ((-0.27, 0.17), (0.27, 0.28))  # (u, v) low and high corners of where spots fall
 
 CATEGORY_SPECS: dict[str, CategorySpec] = {
     "textured_plate": CategorySpec(
@@ -117,6 +125,12 @@ CATEGORY_SPECS: dict[str, CategorySpec] = {
             "misplaced_clip": ("misplaced_clip",),
             "multiple": ("missing_screw", "misplaced_clip"),
         },
+    ),
+    "wire_harness": CategorySpec(
+        "wire_harness",
+        "bracket with a loose cable whose path varies between parts; defects on the bracket and the cable",
+        (DefectSpec("spot", 255, False, math.pi * 0.04**2), DefectSpec("bare_wire", 254, True, 1.0)),
+        {"spot": ("spot",), "bare_wire": ("bare_wire",), "multiple": ("spot", "bare_wire")},
     ),
 }
 
@@ -259,11 +273,16 @@ def add_scratch(frame: Frame, rng: np.random.Generator, image: FloatImage) -> Ma
     return distance <= half_width + 0.5
 
 
-def add_spots(frame: Frame, rng: np.random.Generator, image: FloatImage) -> Mask:
-    """Draw one or two irregular stains or dents on the plate; returns their mask."""
+def add_spots(
+    frame: Frame,
+    rng: np.random.Generator,
+    image: FloatImage,
+    area: tuple[tuple[float, float], tuple[float, float]] = ((-0.27, -0.27), (0.27, 0.27)),
+) -> Mask:
+    """Draw one or two irregular stains or dents with centres in ``area`` (part coordinates); returns their mask."""
     mask = np.zeros((frame.size, frame.size), dtype=bool)
     for _ in range(int(rng.integers(1, 3))):
-        cx, cy = frame.to_image(*rng.uniform(-0.27, 0.27, 2))
+        cx, cy = frame.to_image(*rng.uniform(area[0], area[1]))
         radius = rng.uniform(0.028, 0.06) * frame.size
         dx, dy = frame.xs - cx, frame.ys - cy
         angle = np.arctan2(dy, dx)
@@ -336,6 +355,61 @@ def draw_misplacement(rng: np.random.Generator, nominal: ClipPose) -> ClipPose:
     return ClipPose(nominal.u + shift, nominal.v, nominal.angle + turn)
 
 
+# --- wire_harness ----------------------------------------------------------------------------------
+def draw_cable(rng: np.random.Generator) -> np.ndarray:
+    """(64, 2) points of the cable: a cubic Bezier between the connectors with random inner controls."""
+    start, end = np.array(CONNECTORS[0]), np.array(CONNECTORS[1])
+    first = np.array([rng.uniform(-0.36, 0.12), rng.uniform(-0.46, 0.14)])
+    second = np.array([rng.uniform(-0.12, 0.36), rng.uniform(-0.46, 0.14)])
+    t = np.linspace(0.0, 1.0, 64)[:, None]
+    return (1 - t) ** 3 * start + 3 * (1 - t) ** 2 * t * first + 3 * (1 - t) * t**2 * second + t**3 * end
+
+
+def cable_geometry(frame: Frame, cable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel: distance to the cable in pixels, and the curve parameter t in [0, 1] of its nearest point."""
+    px, py = frame.to_image(cable[:, 0], cable[:, 1])
+    d2 = (frame.xs[..., None] - px) ** 2 + (frame.ys[..., None] - py) ** 2
+    nearest = np.argmin(d2, axis=-1)
+    distance = np.sqrt(np.take_along_axis(d2, nearest[..., None], axis=-1)[..., 0])
+    return distance, nearest / (len(cable) - 1)
+
+
+def bare_wire_mask(frame: Frame, cable: np.ndarray, stretch: tuple[float, float]) -> Mask:
+    """Pixels of the cable between curve parameters ``stretch``."""
+    distance, t = cable_geometry(frame, cable)
+    return (distance <= CABLE_HALF_WIDTH * frame.size + 0.5) & (t >= stretch[0]) & (t <= stretch[1])
+
+
+def render_harness(
+    frame: Frame, rng: np.random.Generator, cable: np.ndarray, bare: tuple[float, float] | None
+) -> FloatImage:
+    """The bracket, the two connectors and the cable (copper showing on the ``bare`` stretch)."""
+    size, u, v = frame.size, frame.u, frame.v
+    image = grey(0.13 + 0.012 * smooth_noise(rng, size, 3 * size / 128), (0.95, 0.95, 1.0))
+    sd = sd_box(u, v, 0.43, 0.37, 0.04)
+    paint = 0.5 + 0.02 * smooth_noise(rng, size, 6 * size / 128) - 0.07 * np.exp(-np.abs(sd) * size / 2.0)
+    image = blend(image, grey(paint, (1.0, 0.93, 0.78)), frame.coverage(sd))
+    for cu, cv in CONNECTORS:
+        a, b = local_coords(u, v, cu, cv, 0.0)
+        body = frame.coverage(sd_box(a, b, 0.045, 0.06, 0.01))
+        image = blend(image, grey(0.2 + 0.1 * (b < 0), (0.9, 0.92, 1.0)), body)
+    distance, t = cable_geometry(frame, cable)
+    half_width = CABLE_HALF_WIDTH * size
+    across = np.clip(distance / half_width, 0.0, 1.0)
+    rounded = np.sqrt(1.0 - across**2)
+    insulation = grey(0.06 + 0.16 * rounded**4, (1.0, 1.0, 1.0))
+    if bare is not None:
+        copper = grey(0.35 + 0.55 * rounded**2, (1.0, 0.62, 0.33))
+        exposed = ((t >= bare[0]) & (t <= bare[1])).astype(np.float32)
+        insulation = blend(insulation, copper, exposed)
+    return blend(image, insulation, np.clip(half_width + 0.5 - distance, 0.0, 1.0))
+
+
+def draw_bare_stretch(rng: np.random.Generator) -> tuple[float, float]:
+    start = rng.uniform(0.2, 0.7)
+    return start, start + rng.uniform(0.08, 0.15)
+
+
 # --- rendering one image -------------------------------------------------------------------------
 _SPLITS = {"train": 0, "test": 1}
 
@@ -369,7 +443,7 @@ def render_image(
         painters = {"scratch": add_scratch, "spot": add_spots}
         for name in names:
             channels.append((name, painters[name](frame, defect_rng, image)))
-    else:
+    elif category == "clip_assembly":
         nominal = ClipPose(scene_rng.uniform(-0.006, 0.006), 0.0, math.radians(scene_rng.uniform(-2.0, 2.0)))
         missing: frozenset[int] = frozenset()
         clip = nominal
@@ -384,6 +458,15 @@ def render_image(
                 union = np.maximum(clip_coverage(frame, nominal)[0], clip_coverage(frame, clip)[0])
                 channels.append((name, union >= 0.5))
         image = render_assembly(frame, scene_rng, missing, clip)
+    else:
+        cable = draw_cable(scene_rng)
+        bare = draw_bare_stretch(defect_rng) if "bare_wire" in names else None
+        image = render_harness(frame, scene_rng, cable, bare)
+        for name in names:
+            if name == "spot":
+                channels.append((name, add_spots(frame, defect_rng, image, BRACKET_SPOT_AREA)))
+            else:
+                channels.append((name, bare_wire_mask(frame, cable, bare)))
     return camera.expose(frame, image), channels
 
 
@@ -491,7 +574,8 @@ class SyntheticDataset(DatasetProvider):
     name = "synthetic"
     description = (
         "built-in procedurally generated inspection images in AutoVI layout "
-        "(textured_plate: scratches and spots; clip_assembly: missing screw, misplaced clip)"
+        "(textured_plate: scratches and spots; clip_assembly: missing screw, misplaced clip; "
+        "wire_harness: a cable that varies between parts, spots and bare wire)"
     )
 
     def __init__(self, *, size: int = DEFAULT_SIZE, seed: int = 0, counts: SyntheticCounts | None = None) -> None:

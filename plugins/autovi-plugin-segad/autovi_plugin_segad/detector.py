@@ -49,13 +49,16 @@ BASE_PREFERENCE: tuple[str, ...] = ("patchcore", "efficientad", "padim", "cflow"
 PatchCore and EfficientAD lead the AutoVI/MVTec tables); any other unsupervised one comes after."""
 
 SEGMENTATIONS = ("auto", "backbone", "colour", "user")
+NEGATIVES = ("split", "cross_fit")
 NORMALISATION_QUANTILES = (0.9, 0.995)
 
 _COMMON: dict[str, Any] = {
     "base_detectors": "auto",  # a name, a list of names, or "auto" (see BASE_PREFERENCE)
     "base_profile": None,  # profile of the base detectors; None = SegAD's own profile
     "base_overrides": {},  # {detector name: {hyperparameter: value}}
-    "held_out_fraction": 0.1,  # share of the good training images kept from the base detectors
+    "held_out_fraction": 0.1,  # share of the good training images kept from the base detectors ("split")
+    "negatives": "split",  # split (the paper) | cross_fit (out-of-fold maps of every good, see fit)
+    "folds": 5,  # cross_fit: number of folds
     "n_parts": 4,
     "segmentation": "auto",  # auto (user maps if part_maps is set, else backbone, else colour) | backbone | colour | user
     "segmentation_source": None,  # filled in by fit: user, backbone or colour
@@ -84,6 +87,10 @@ class SegAD(Detector):
             raise ConfigError(f"unknown segmentation {self.hparams['segmentation']!r}; valid: {', '.join(SEGMENTATIONS)}")
         if not 0 < float(self.hparams["held_out_fraction"]) < 1:
             raise ConfigError("held_out_fraction must be between 0 and 1")
+        if self.hparams["negatives"] not in NEGATIVES:
+            raise ConfigError(f"unknown negatives {self.hparams['negatives']!r}; valid: {', '.join(NEGATIVES)}")
+        if int(self.hparams["folds"]) < 2:
+            raise ConfigError("folds must be at least 2")
         self.bases: list[Detector] = []
         self.segmenter: KMeansParts | UserPartMaps | None = None
         self.forest: BoostedForest | None = None
@@ -118,6 +125,48 @@ class SegAD(Detector):
             raise ValueError(f"{self.name} needs at least 2 good training images, got {n}")
         order = np.random.default_rng(self.seed).permutation(n)
         return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+    def fold_goods(self, n: int) -> list[np.ndarray]:
+        """``folds`` seeded, disjoint, sorted index sets covering the ``n`` goods (cross_fit)."""
+        k = int(self.hparams["folds"])
+        if n < 2 * k:
+            raise ValueError(f"{self.name} with {k} folds needs at least {2 * k} good training images, got {n}")
+        order = np.random.default_rng(self.seed).permutation(n)
+        return [np.sort(fold) for fold in np.array_split(order, k)]
+
+    def fitted_bases(self, goods: Sequence[np.ndarray]) -> list[Detector]:
+        """Fresh base detectors fitted on ``goods``."""
+        bases = self.make_bases()
+        for base in bases:
+            base.fit(list(goods))
+            base.fitted = True
+        return bases
+
+    def negative_maps(self, goods: list[np.ndarray]) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+        """Fit ``self.bases`` and return SegAD's negatives with their raw maps from bases that never saw them.
+
+        ``split`` (the paper): the bases are fitted on all goods but the held-out share, and the
+        held-out goods are the negatives. ``cross_fit``: every good is a negative, mapped by bases
+        fitted on the other folds; ``self.bases`` are then fitted on all goods, so SegAD's base is
+        the same detector as the base run alone (costs ``folds`` extra base fits).
+        """
+        if self.hparams["negatives"] == "split":
+            base_train, held_out = self.split_goods(len(goods))
+            self.bases = self.fitted_bases([goods[i] for i in base_train])
+            negatives = [goods[i] for i in held_out]
+            return negatives, self.raw_maps_at_own_size(negatives)
+        negatives: list[np.ndarray] = []
+        raw: list[list[np.ndarray]] = []
+        folds = self.fold_goods(len(goods))
+        for fold in folds:
+            inside = set(fold.tolist())
+            self.bases = self.fitted_bases([g for i, g in enumerate(goods) if i not in inside])
+            fold_goods = [goods[i] for i in fold]
+            negatives += fold_goods
+            fold_maps = self.raw_maps_at_own_size(fold_goods)
+            raw = fold_maps if not raw else [mine + theirs for mine, theirs in zip(raw, fold_maps)]
+        self.bases = self.fitted_bases(goods)
+        return negatives, raw
 
     def make_segmenter(self, goods: Sequence[np.ndarray]) -> KMeansParts | UserPartMaps:
         """The part segmentation chosen by ``segmentation`` (records the source in the hyperparameters)."""
@@ -180,19 +229,14 @@ class SegAD(Detector):
         if labelled is None or not labelled.images:
             raise ConfigError(f"{self.name} is supervised: fit needs labelled defective images")
         goods = list(images)
-        base_train, held_out = self.split_goods(len(goods))
-        self.bases = self.make_bases()
-        for base in self.bases:
-            base.fit([goods[i] for i in base_train])
-            base.fitted = True
         self.segmenter = self.make_segmenter(goods)
-
-        negatives = [goods[i] for i in held_out]
-        rows = negatives + list(labelled.images)
-        raw = self.raw_maps_at_own_size(rows)
-        held_values = [np.concatenate([m.ravel() for m in maps[: len(negatives)]]) for maps in raw]
+        negatives, negative_raw = self.negative_maps(goods)
+        positive_raw = self.raw_maps_at_own_size(list(labelled.images))
+        held_values = [np.concatenate([m.ravel() for m in maps]) for maps in negative_raw]
         self.map_low = np.array([np.quantile(v, NORMALISATION_QUANTILES[0]) for v in held_values])
         self.map_high = np.array([np.quantile(v, NORMALISATION_QUANTILES[1]) for v in held_values])
+        rows = negatives + list(labelled.images)
+        raw = [neg + pos for neg, pos in zip(negative_raw, positive_raw)]
         grid = [self.to_grid([self.normalise(j, m) for m in maps]) for j, maps in enumerate(raw)]
         labels = np.r_[np.zeros(len(negatives)), np.ones(len(rows) - len(negatives))]
         self.forest = self.make_forest().fit(self.features(grid, rows), labels)
