@@ -95,7 +95,7 @@ class LocalExecutor:
                 except EOFError:
                     pass
                 process.join()
-                return failure_record(task, _death_reason(process.exitcode)), None
+                return failure_record(task, _death_reason(process.exitcode, self.memory_limit_mb)), None
             process.kill()
             return failure_record(task, f"timed out after {self.timeout:g} s"), None
         finally:
@@ -105,12 +105,19 @@ class LocalExecutor:
             receiver.close()
 
 
-def _death_reason(exitcode: int | None) -> str:
+def _death_reason(exitcode: int | None, memory_limit_mb: float | None = None) -> str:
     if exitcode is not None and exitcode < 0:
         import signal
 
         name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
-        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        hint = ""
+        if -exitcode == signal.SIGKILL:
+            hint = " (out of memory?)"
+        elif -exitcode == signal.SIGABRT and memory_limit_mb:
+            hint = (
+                f" (a native allocation failed? --memory-limit {memory_limit_mb:g} MB caps the address space, "
+                "which native libraries reserve generously: try a higher limit)"
+            )
         return f"experiment process was killed by {name}{hint}"
     return f"experiment process died (exit code {exitcode})"
 

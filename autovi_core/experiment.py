@@ -116,6 +116,21 @@ def _predict_by_size(
     return scores, maps
 
 
+LATENCY_IMAGES = 10
+"""How many test images, predicted one at a time, the batch-1 latency is the median over."""
+
+
+def _batch1_latency_ms(detector: Detector, category: Category, samples: list[Sample], images: list[np.ndarray]) -> float | None:
+    """Median wall time in ms of ``predict`` on a single image (maps at the ground-truth size), over
+    up to ``LATENCY_IMAGES`` test images; ``predict`` returns NumPy, so GPU work is included."""
+    times = []
+    for sample, image in list(zip(samples, images))[:LATENCY_IMAGES]:
+        with stopwatch() as elapsed:
+            detector.predict([image], output_size=category.ground_truth_shape(sample))
+        times.append(elapsed["s"])
+    return 1000.0 * float(np.median(times)) if times else None
+
+
 def _save_maps(task: Task, samples: list[Sample], maps: list[np.ndarray]) -> None:
     """Write 8-bit PNGs (min-max scaled over the test set) under ``test/`` in the layout the official
     evaluator reads, and the raw float maps as TIFFs under ``float/`` (same sub-layout)."""
@@ -172,6 +187,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
     _predict_by_size(detector, category, warm, test_images[: len(warm)])  # warm-up: caches, JIT, cuDNN
     with stopwatch() as predict_time:
         scores, maps = _predict_by_size(detector, category, test, test_images)
+    latency_ms = _batch1_latency_ms(detector, category, test, test_images)
     calibration_scores = None
     if calibration:
         calibration_images = category.load_images(calibration)
@@ -205,6 +221,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
         timing={
             "fit_s": fit_time["s"],
             "predict_images_per_s": len(test) / predict_time["s"] if predict_time["s"] > 0 else None,
+            "batch1_latency_ms": latency_ms,
             "peak_rss_mb": peak_rss_mb(),
             "peak_rss_before_fit_mb": rss_before_fit,
             "peak_gpu_mb": peak_gpu_mb(),

@@ -111,7 +111,9 @@ def test_run_writes_contract_results_and_resumes(tmp_path, example_plugin):
     assert set(m["auc_spro"]) == {"0.01", "0.05", "0.1", "0.3", "1.0"}
     assert set(m["per_defect_type"]) == {"missing_screw", "misplaced_clip"}
     assert 0.5 < m["pixel_auroc"] <= 1.0
-    assert r["timing"]["fit_s"] > 0 and r["timing"]["predict_images_per_s"] > 0 and r["timing"]["peak_rss_mb"] > 10
+    timing = r["timing"]
+    assert timing["fit_s"] > 0 and timing["predict_images_per_s"] > 0 and timing["peak_rss_mb"] > 10
+    assert timing["batch1_latency_ms"] > 0
     assert r["versions"]["autovi-core"] and r["versions"]["plugin"] == "0.1.0"
     maps = out / "maps" / "pixel_gaussian" / "clip_assembly" / "seed0" / "test"
     assert (maps / "good").is_dir() and any((maps / "missing_screw").glob("*.png"))
@@ -269,3 +271,14 @@ def test_evaluate_reads_rgb_and_float_maps_like_8_bit(tmp_path):
     again = json.loads(autovi(*args).stdout)
     assert again["localization"] == reference["localization"]
     assert again["classification"]["image_auroc"] == reference["classification"]["image_auroc"]
+
+
+def test_death_reasons_name_the_signal_and_the_likely_cause() -> None:
+    import signal
+
+    from autovi_core.executors import _death_reason
+
+    assert _death_reason(-signal.SIGKILL) == "experiment process was killed by SIGKILL (out of memory?)"
+    assert _death_reason(-signal.SIGABRT) == "experiment process was killed by SIGABRT"
+    assert "--memory-limit 3000 MB" in _death_reason(-signal.SIGABRT, 3000.0)
+    assert _death_reason(3) == "experiment process died (exit code 3)"
