@@ -1,7 +1,7 @@
 """autovi-core: interfaces, plugin discovery, datasets, official-grade metrics, runner and CLI
 for unsupervised visual anomaly detection on the AutoVI benchmark."""
 
-from .dataset import IMAGE_LAYOUT, Category, DatasetProvider, DefectConfig, Sample
+from .dataset import IMAGE_LAYOUT, Category, DatasetProvider, DefectConfig, KeyedImages, Sample, image_paths
 from .detector import Capabilities, Detector, LabelledDefects, Prediction
 from .hookspecs import hookimpl
 from .metric import EvaluationData, Metric
@@ -16,10 +16,12 @@ __all__ = [
     "DefectConfig",
     "Detector",
     "EvaluationData",
+    "KeyedImages",
     "LabelledDefects",
     "Metric",
     "Prediction",
     "Sample",
     "hookimpl",
+    "image_paths",
     "__version__",
 ]

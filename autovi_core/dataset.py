@@ -134,6 +134,35 @@ class Sample:
         return f"{self.defect_dir}/{self.stem}"
 
 
+class KeyedImages(list):
+    """Images (:data:`IMAGE_LAYOUT` arrays) that also know where they come from.
+
+    A plain ``list`` to everyone who does not care; ``paths[i]`` is image ``i``'s path relative to
+    its category folder (e.g. ``test/scratch/003.png``). :meth:`Category.load_images` returns
+    these, so detectors that must match images to side files (SegAD's user part maps) can call
+    :func:`image_paths` on what ``fit``/``predict`` receive. Slicing gives a plain list.
+    """
+
+    def __init__(self, images: Iterable[np.ndarray], paths: Iterable[str]) -> None:
+        super().__init__(images)
+        self.paths = list(paths)
+        if len(self.paths) != len(self):
+            raise ValueError(f"{len(self)} images but {len(self.paths)} paths")
+
+
+def image_paths(images: Sequence[np.ndarray]) -> list[str] | None:
+    """The category-relative paths of ``images`` when it is :class:`KeyedImages`, else None."""
+    return list(images.paths) if isinstance(images, KeyedImages) else None
+
+
+def select_images(images: Sequence[np.ndarray], index: Iterable[int]) -> list[np.ndarray]:
+    """``[images[i] for i in index]``, keeping the paths when ``images`` is :class:`KeyedImages`."""
+    index = list(index)
+    chosen = [images[i] for i in index]
+    paths = image_paths(images)
+    return chosen if paths is None else KeyedImages(chosen, [paths[i] for i in index])
+
+
 @dataclass
 class Category:
     """A category of a dataset with its splits, loading images and masks lazily and only once."""
@@ -188,12 +217,19 @@ class Category:
             self._images[sample.path] = cached
         return cached
 
-    def load_images(self, samples: Sequence[Sample], description: str | None = None) -> list[np.ndarray]:
-        """Load several images, with a progress bar when ``description`` is given."""
+    def load_images(self, samples: Sequence[Sample], description: str | None = None) -> KeyedImages:
+        """Load several images (with their :meth:`relative_path`), with a progress bar when ``description`` is given."""
         from .progress import track
 
         items = samples if description is None else track(samples, description)
-        return [self.load_image(s) for s in items]
+        return KeyedImages([self.load_image(s) for s in items], [self.relative_path(s) for s in samples])
+
+    def relative_path(self, sample: Sample) -> str:
+        """The sample's path relative to the category folder, POSIX style (absolute when outside it)."""
+        try:
+            return sample.path.relative_to(self.root).as_posix()
+        except ValueError:
+            return sample.path.as_posix()
 
     def load_channels(self, sample: Sample, shape: tuple[int, int] | None = None) -> list[tuple[np.ndarray, DefectConfig]]:
         """The sample's ground-truth channels as ``(bool mask, DefectConfig)`` pairs.

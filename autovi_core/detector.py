@@ -62,6 +62,7 @@ class LabelledDefects:
     """Labelled defective images given to supervised detectors in ``fit``."""
 
     images: list[np.ndarray] = field(default_factory=list)
+    """The images; :class:`autovi_core.dataset.KeyedImages` (with their paths) when the runner gives them."""
     masks: list[np.ndarray | None] = field(default_factory=list)
     defect_dirs: list[str] = field(default_factory=list)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import Category, Sample
+from .dataset import Category, Sample, select_images
 from .detector import Detector, LabelledDefects
 from .errors import ConfigError
 from .image_io import write_float_tiff, write_png8
@@ -105,7 +105,7 @@ def _predict_by_size(
     maps: list[np.ndarray] = [np.empty(0, np.float32)] * len(samples)
     for shape in dict.fromkeys(shapes):
         index = [i for i, s in enumerate(shapes) if s == shape]
-        prediction = detector.predict([images[i] for i in index], output_size=shape)
+        prediction = detector.predict(select_images(images, index), output_size=shape)
         if prediction.maps.shape != (len(index), *shape):
             raise RuntimeError(
                 f"detector {detector.name!r} returned maps of shape {prediction.maps.shape[1:]} "
@@ -124,9 +124,9 @@ def _batch1_latency_ms(detector: Detector, category: Category, samples: list[Sam
     """Median wall time in ms of ``predict`` on a single image (maps at the ground-truth size), over
     up to ``LATENCY_IMAGES`` test images; ``predict`` returns NumPy, so GPU work is included."""
     times = []
-    for sample, image in list(zip(samples, images))[:LATENCY_IMAGES]:
+    for i, sample in enumerate(samples[:LATENCY_IMAGES]):
         with stopwatch() as elapsed:
-            detector.predict([image], output_size=category.ground_truth_shape(sample))
+            detector.predict(select_images(images, [i]), output_size=category.ground_truth_shape(sample))
         times.append(elapsed["s"])
     return 1000.0 * float(np.median(times)) if times else None
 
@@ -184,7 +184,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
     detector.fitted = True
 
     warm = test[: min(2, len(test))]
-    _predict_by_size(detector, category, warm, test_images[: len(warm)])  # warm-up: caches, JIT, cuDNN
+    _predict_by_size(detector, category, warm, select_images(test_images, range(len(warm))))  # warm-up: caches, JIT, cuDNN
     with stopwatch() as predict_time:
         scores, maps = _predict_by_size(detector, category, test, test_images)
     latency_ms = _batch1_latency_ms(detector, category, test, test_images)

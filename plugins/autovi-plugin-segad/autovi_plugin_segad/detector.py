@@ -37,7 +37,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core import Capabilities, Detector, KeyedImages, LabelledDefects, Prediction, image_paths
+from autovi_core.dataset import select_images
 from autovi_core.errors import ConfigError
 
 from .classifier import PAPER_SETTINGS, BoostedForest
@@ -65,7 +66,7 @@ _COMMON: dict[str, Any] = {
     "segmentation_input": 128,  # network input size of the backbone k-means features
     "position_weight": 0.5,  # weight of (row, col) in [0, 1] next to RGB in [0, 1] for colour k-means
     "part_maps": None,  # folder of user part maps: [<split>/]<defect_dir>/<stem>.(npy|png) or <stem>.(npy|png)
-    "part_maps_images": None,  # the category folder holding the images those maps belong to
+    "part_maps_images": None,  # category folder of the images: only for plain image lists (matched by content)
     "n_jobs": 1,  # xgboost threads: one is fastest on ~100 rows (more threads only add overhead)
     **PAPER_SETTINGS,
 }
@@ -138,12 +139,13 @@ class SegAD(Detector):
         """Fresh base detectors fitted on ``goods``."""
         bases = self.make_bases()
         for base in bases:
-            base.fit(list(goods))
+            base.fit(goods)
             base.fitted = True
         return bases
 
-    def negative_maps(self, goods: list[np.ndarray]) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
-        """Fit ``self.bases`` and return SegAD's negatives with their raw maps from bases that never saw them.
+    def negative_maps(self, goods: Sequence[np.ndarray]) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+        """Fit ``self.bases``; return the indices of SegAD's negatives among ``goods`` and, per base
+        detector, their raw maps from base detectors that never saw them.
 
         ``split`` (the paper): the bases are fitted on all goods but the held-out share, and the
         held-out goods are the negatives. ``cross_fit``: every good is a negative, mapped by bases
@@ -152,21 +154,17 @@ class SegAD(Detector):
         """
         if self.hparams["negatives"] == "split":
             base_train, held_out = self.split_goods(len(goods))
-            self.bases = self.fitted_bases([goods[i] for i in base_train])
-            negatives = [goods[i] for i in held_out]
-            return negatives, self.raw_maps_at_own_size(negatives)
-        negatives: list[np.ndarray] = []
-        raw: list[list[np.ndarray]] = []
+            self.bases = self.fitted_bases(select_images(goods, base_train))
+            return held_out, self.raw_maps_at_own_size(select_images(goods, held_out))
         folds = self.fold_goods(len(goods))
+        raw: list[list[np.ndarray]] = [[] for _ in self.hparams["base_detectors"]]
         for fold in folds:
             inside = set(fold.tolist())
-            self.bases = self.fitted_bases([g for i, g in enumerate(goods) if i not in inside])
-            fold_goods = [goods[i] for i in fold]
-            negatives += fold_goods
-            fold_maps = self.raw_maps_at_own_size(fold_goods)
-            raw = fold_maps if not raw else [mine + theirs for mine, theirs in zip(raw, fold_maps)]
+            self.bases = self.fitted_bases(select_images(goods, [i for i in range(len(goods)) if i not in inside]))
+            for maps, fold_maps in zip(raw, self.raw_maps_at_own_size(select_images(goods, fold))):
+                maps += fold_maps
         self.bases = self.fitted_bases(goods)
-        return negatives, raw
+        return np.concatenate(folds), raw
 
     def make_segmenter(self, goods: Sequence[np.ndarray]) -> KMeansParts | UserPartMaps:
         """The part segmentation chosen by ``segmentation`` (records the source in the hyperparameters)."""
@@ -205,7 +203,7 @@ class SegAD(Detector):
         for shape in dict.fromkeys(shapes):
             index = [i for i, s in enumerate(shapes) if s == shape]
             for j, base in enumerate(self.bases):
-                maps = base.predict([images[i] for i in index], output_size=shape).maps
+                maps = base.predict(select_images(images, index), output_size=shape).maps
                 for i, amap in zip(index, maps):
                     out[j][i] = amap
         return out
@@ -228,23 +226,21 @@ class SegAD(Detector):
     def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         if labelled is None or not labelled.images:
             raise ConfigError(f"{self.name} is supervised: fit needs labelled defective images")
-        goods = list(images)
-        self.segmenter = self.make_segmenter(goods)
-        negatives, negative_raw = self.negative_maps(goods)
-        positive_raw = self.raw_maps_at_own_size(list(labelled.images))
+        self.segmenter = self.make_segmenter(images)
+        negatives, negative_raw = self.negative_maps(images)
+        positive_raw = self.raw_maps_at_own_size(labelled.images)
         held_values = [np.concatenate([m.ravel() for m in maps]) for maps in negative_raw]
         self.map_low = np.array([np.quantile(v, NORMALISATION_QUANTILES[0]) for v in held_values])
         self.map_high = np.array([np.quantile(v, NORMALISATION_QUANTILES[1]) for v in held_values])
-        rows = negatives + list(labelled.images)
+        rows = join_images(select_images(images, negatives), labelled.images)
         raw = [neg + pos for neg, pos in zip(negative_raw, positive_raw)]
         grid = [self.to_grid([self.normalise(j, m) for m in maps]) for j, maps in enumerate(raw)]
-        labels = np.r_[np.zeros(len(negatives)), np.ones(len(rows) - len(negatives))]
+        labels = np.r_[np.zeros(len(negatives)), np.ones(len(labelled.images))]
         self.forest = self.make_forest().fit(self.features(grid, rows), labels)
         self.fitted = True
 
     def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
         self.check_fitted()
-        images = list(images)
         full = self.base_maps(images, tuple(output_size))
         grid = [self.to_grid(maps) for maps in full]
         scores = self.forest.score(self.features(grid, images))
@@ -289,6 +285,13 @@ class SegAD(Detector):
         ]
         settings = {key: self.hparams[key] for key in PAPER_SETTINGS}
         self.forest = BoostedForest.load(directory / "forest.json", self.seed, self.hparams["n_jobs"], **settings)
+
+
+def join_images(first: Sequence[np.ndarray], second: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``first + second``, keeping the paths when both are :class:`KeyedImages`."""
+    a, b = image_paths(first), image_paths(second)
+    joined = [*first, *second]
+    return joined if a is None or b is None else KeyedImages(joined, a + b)
 
 
 def resolve_base_detectors(value: str | Sequence[str]) -> list[str]:

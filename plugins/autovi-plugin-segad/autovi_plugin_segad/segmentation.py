@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from autovi_core.dataset import image_paths
 from autovi_core.errors import ConfigError, DataError
 
 LITE0_LAYERS = ("blocks.2", "blocks.4")  # stride 8 and 16 (timm exposes blocks 0, 1, 2, 4, 6)
@@ -189,25 +190,31 @@ class KMeansParts:
 
 # --- user part maps -------------------------------------------------------------------------------
 class UserPartMaps:
-    """Part maps provided by the user, one per image, matched to images through their pixels."""
+    """Part maps provided by the user, one per image, found by the image's category-relative path.
+
+    The runner hands detectors :class:`autovi_core.KeyedImages`, whose paths (``test/scratch/003.png``)
+    give the part map ``<folder>/test/scratch/003.(npy|png)``, ``<folder>/scratch/003.*`` or
+    ``<folder>/003.*``. Images without paths (plain lists, e.g. from the Python API) are matched by
+    pixel content against the images under ``images_root``, which is then required.
+    """
 
     def __init__(self, folder: str | os.PathLike[str], images_root: str | os.PathLike[str] | None, n_parts: int) -> None:
         self.folder = Path(folder).expanduser()
         if not self.folder.is_dir():
             raise ConfigError(f"part_maps folder {self.folder} does not exist")
-        if images_root is None:
-            raise ConfigError(
-                "part_maps needs part_maps_images (the category folder holding the images): detectors "
-                "receive pixels without file names, so part maps are matched to images by content"
-            )
-        self.images_root = Path(images_root).expanduser()
-        if not self.images_root.is_dir():
+        self.images_root = None if images_root is None else Path(images_root).expanduser()
+        if self.images_root is not None and not self.images_root.is_dir():
             raise ConfigError(f"part_maps_images folder {self.images_root} does not exist")
         self.n_parts = int(n_parts)
         self._index: dict[str, Path] | None = None
 
     def index(self) -> dict[str, Path]:
         """Pixel hash -> image path relative to ``images_root`` (built once)."""
+        if self.images_root is None:
+            raise ConfigError(
+                "SegAD received images without their paths (not from the runner), so part maps must be "
+                "matched by content: set part_maps_images to the category folder holding the images"
+            )
         if self._index is None:
             from autovi_core.image_io import read_rgb
 
@@ -217,10 +224,14 @@ class UserPartMaps:
                     self._index.setdefault(image_hash(read_rgb(path)), path.relative_to(self.images_root))
         return self._index
 
-    def find(self, image: np.ndarray) -> Path:
+    def relative_path(self, image: np.ndarray) -> Path:
         relative = self.index().get(image_hash(image))
         if relative is None:
             raise DataError(f"an image given to SegAD is not among the images under {self.images_root}")
+        return relative
+
+    def find(self, relative: Path) -> Path:
+        """The part map of the image at ``relative`` (its path inside the category folder)."""
         stem, parent = relative.stem, relative.parent
         for base in (self.folder / parent, self.folder / parent.name, self.folder):
             for suffix in PART_MAP_SUFFIXES:
@@ -233,8 +244,9 @@ class UserPartMaps:
         from autovi_core.image_io import read_map
 
         out = np.empty((len(images), *size), dtype=np.int64)
+        paths = image_paths(images)
         for i, image in enumerate(images):
-            path = self.find(image)
+            path = self.find(Path(paths[i]) if paths is not None else self.relative_path(image))
             labels = read_map(path)
             if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= self.n_parts:
                 raise DataError(f"{path}: part labels must be integers 0..{self.n_parts - 1} (n_parts)")

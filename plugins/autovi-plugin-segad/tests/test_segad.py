@@ -19,8 +19,9 @@ from autovi_plugin_segad.features import (
 from autovi_plugin_segad.segmentation import KMeansParts, UserPartMaps, nearest_resize
 from scipy import stats
 
+from autovi_core.dataset import KeyedImages
 from autovi_core.detector import LabelledDefects
-from autovi_core.errors import ConfigError
+from autovi_core.errors import ConfigError, DataError
 from autovi_core.registry import get_registry
 from autovi_core.testing import DetectorConformance
 
@@ -133,12 +134,19 @@ def test_user_part_maps_are_read(tmp_path: Path) -> None:
     (tmp_path / "parts" / "crack").mkdir(parents=True)
     np.save(tmp_path / "parts" / "000.npy", good)  # <stem>.npy at the top
     Image.fromarray((good * 2).astype(np.uint8)).save(tmp_path / "parts" / "crack" / "007.png")  # <defect_dir>/<stem>.png
-    maps = UserPartMaps(tmp_path / "parts", tmp_path / "cat", n_parts=3)
-    labels = maps.labels(list(images.values()), (64, 64))
+    by_content = UserPartMaps(tmp_path / "parts", tmp_path / "cat", n_parts=3)
+    labels = by_content.labels(list(images.values()), (64, 64))
     np.testing.assert_array_equal(labels[0], nearest_resize(good.astype(np.int64), (64, 64)))
     assert set(np.unique(labels[1])) == {0, 2}
+
+    # images from the runner carry their paths: no image folder needed, and the pixels do not matter
+    by_path = UserPartMaps(tmp_path / "parts", None, n_parts=3)
+    keyed = KeyedImages([np.zeros((8, 8, 3), np.uint8)] * 2, [f"{key}.png" for key in images])
+    np.testing.assert_array_equal(by_path.labels(keyed, (64, 64)), labels)
     with pytest.raises(ConfigError, match="part_maps_images"):
-        UserPartMaps(tmp_path / "parts", None, n_parts=3)
+        by_path.labels(list(images.values()), (64, 64))
+    with pytest.raises(DataError, match="no part map for test/crack/008"):
+        by_path.labels(KeyedImages([images["test/crack/007"]], ["test/crack/008.png"]), (64, 64))
 
 
 # --- base detectors through the registry --------------------------------------------------------
