@@ -12,7 +12,8 @@ It checks, on a small generated inspection category: registration and declared p
 predict shapes and dtypes, maps at any requested resolution, finite outputs, determinism under a
 seed, the save/load round trip, rejection of unknown hyperparameters and, for supervised
 detectors, that labelled defects are accepted. Set ``min_auroc`` to also require that the
-detector separates defective from good images better than chance.
+detector separates defective from good images better than chance, and ``min_pixel_auroc`` that
+its maps localise the defects (pixel AUROC against the ground-truth masks).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class ConformanceData:
         self.train = self.category.load_images(self.category.train)
         self.test = self.category.load_images(self.category.test)
         self.labels = np.array([s.label for s in self.category.test])
+        self.masks = [
+            np.any([m for m, _ in self.category.load_channels(s)], axis=0) if s.label else np.zeros((size, size), bool)
+            for s in self.category.test
+        ]
         defective = [s for s in self.category.test if s.label == 1][:3]
         self.labelled = LabelledDefects(
             images=self.category.load_images(defective),
@@ -58,6 +63,7 @@ class DetectorConformance:
     category: ClassVar[str] = "clip_assembly"
     image_size: ClassVar[int] = 64
     min_auroc: ClassVar[float | None] = None
+    min_pixel_auroc: ClassVar[float | None] = None
     device: ClassVar[str] = "cpu"
 
     # --- fixtures ---------------------------------------------------------------------------------
@@ -156,3 +162,11 @@ class DetectorConformance:
 
         auroc = image_auroc(prediction.scores, data.labels)
         assert auroc >= self.min_auroc, f"image AUROC {auroc:.3f} below {self.min_auroc}"
+
+    def test_maps_localise_defects(self, prediction: Prediction, data: ConformanceData) -> None:
+        if self.min_pixel_auroc is None:
+            pytest.skip("min_pixel_auroc not set for this detector")
+        from .metrics.spro import pixel_auroc
+
+        auroc = pixel_auroc(list(prediction.maps), data.masks)
+        assert auroc >= self.min_pixel_auroc, f"pixel AUROC {auroc:.3f} below {self.min_pixel_auroc}"

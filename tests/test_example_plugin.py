@@ -13,3 +13,4 @@ def test_example_is_a_separate_distribution(example_plugin):
 class TestPixelGaussianConformance(DetectorConformance):
     detector = "pixel_gaussian"
     min_auroc = 0.7
+    min_pixel_auroc = 0.85  # reaches 0.943

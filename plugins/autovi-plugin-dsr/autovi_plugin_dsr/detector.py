@@ -97,7 +97,7 @@ class Dsr(Detector):
             "object_hidden": 32, "object_res_hidden": 16, "object_res_layers": 1,
             "adm_width": 8, "adm_depth": 3, "up_width": 8, "up_depth": 2,
             "stage2_epochs": 30, "stage2_samples_per_epoch": 64, "stage2_lr": 2e-3,
-            "stage3_epochs": 5, "stage3_samples_per_epoch": 64, "stage3_lr": 2e-3,
+            "stage3_epochs": 20, "stage3_samples_per_epoch": 64, "stage3_lr": 2e-3,
             "score_pool": 5, "predict_batch_size": 32,
         },
     }  # fmt: skip
