@@ -64,6 +64,9 @@ class DetectorConformance:
     image_size: ClassVar[int] = 64
     min_auroc: ClassVar[float | None] = None
     min_pixel_auroc: ClassVar[float | None] = None
+    gpu_paths_on_cpu: ClassVar[bool] = False
+    """Set for detectors that train with :mod:`autovi_core.training`: also fit once with its
+    CUDA-only paths (bfloat16 autocast, worker-process loading) switched on for the CPU."""
     device: ClassVar[str] = "cpu"
 
     # --- fixtures ---------------------------------------------------------------------------------
@@ -162,6 +165,20 @@ class DetectorConformance:
 
         auroc = image_auroc(prediction.scores, data.labels)
         assert auroc >= self.min_auroc, f"image AUROC {auroc:.3f} below {self.min_auroc}"
+
+    def test_gpu_code_paths_run_on_cpu(self, data: ConformanceData, monkeypatch: pytest.MonkeyPatch) -> None:
+        if not self.gpu_paths_on_cpu:
+            pytest.skip("gpu_paths_on_cpu not set for this detector")
+        from . import training
+
+        monkeypatch.setattr(training, "GPU_PATHS_ON_CPU", True)
+        detector = self.make()
+        if "num_workers" in detector.hparams:
+            detector.hparams["num_workers"] = 2
+        prediction = self.fit(detector, data).predict(data.test, output_size=(self.image_size, self.image_size))
+        assert prediction.maps.shape == (len(data.test), self.image_size, self.image_size)
+        assert np.isfinite(prediction.scores).all() and np.isfinite(prediction.maps).all()
+        assert prediction.scores.std() > 0, "mixed-precision scores are all equal"
 
     def test_maps_localise_defects(self, prediction: Prediction, data: ConformanceData) -> None:
         if self.min_pixel_auroc is None:

@@ -139,10 +139,26 @@ class Checkpointer:
         return None
 
 
+GPU_PATHS_ON_CPU = False
+"""Tests set this to run the CUDA-only code paths on the CPU, so that a machine without a GPU still
+exercises them: :func:`autocast` becomes bfloat16 CPU autocast and :func:`make_loader` synthesises
+batches in worker processes."""
+
+
+def mixed_precision_dtype(device: str | torch.device) -> torch.dtype:
+    """bfloat16 where the GPU supports it (and on the CPU), else float16."""
+    if str(device).startswith("cuda") and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def autocast(device: str | torch.device, dtype: torch.dtype = torch.bfloat16) -> contextlib.AbstractContextManager:
-    """Mixed precision (``dtype``, bfloat16 by default) on CUDA, nothing on the CPU."""
+    """Mixed precision (``dtype``, bfloat16 by default) on CUDA, nothing on the CPU (unless
+    :data:`GPU_PATHS_ON_CPU`, then bfloat16 CPU autocast)."""
     if str(device).startswith("cuda"):
         return torch.autocast(device_type="cuda", dtype=dtype)
+    if GPU_PATHS_ON_CPU:
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -199,12 +215,14 @@ def _seed_worker(worker_id: int, base_seed: int) -> None:
 def make_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, device: str, workers: int) -> DataLoader:
     """A shuffling loader for one epoch; its order depends only on ``(seed, epoch)``.
 
-    On CUDA, ``workers`` processes synthesise the batches (pinned memory); on the CPU they run inline.
+    On CUDA, ``workers`` processes synthesise the batches (pinned memory); on the CPU they run inline
+    (in workers too under :data:`GPU_PATHS_ON_CPU`).
     """
     if hasattr(dataset, "epoch"):
         dataset.epoch = epoch
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    n_workers = workers if str(device).startswith("cuda") else 0
+    on_cuda = str(device).startswith("cuda")
+    n_workers = workers if on_cuda or GPU_PATHS_ON_CPU else 0
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -212,7 +230,7 @@ def make_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, device
         drop_last=len(dataset) >= batch_size,
         generator=generator,
         num_workers=n_workers,
-        pin_memory=n_workers > 0,
+        pin_memory=on_cuda and n_workers > 0,
         worker_init_fn=functools.partial(_seed_worker, base_seed=seed) if n_workers else None,
     )
 

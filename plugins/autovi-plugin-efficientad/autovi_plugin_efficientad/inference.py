@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autovi_core.backbones import IMAGENET_MEAN, IMAGENET_STD
+from autovi_core.training import autocast, mixed_precision_dtype
 
 from .losses import map_quantiles
 
@@ -68,9 +69,7 @@ class FusedEfficientAD(nn.Module):
         """The fused fast path: (N, 3, S, S) images in [0, 1] -> (N, h, w) normalised anomaly grid (CPU float32)."""
         with torch.inference_mode():
             x = self.normalise_input(images).contiguous(memory_format=torch.channels_last)
-            on_cuda = self.device.type == "cuda"
-            dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
-            with torch.autocast("cuda", dtype=dtype, enabled=on_cuda):
+            with autocast(self.device, mixed_precision_dtype(self.device)):
                 st, ae = self.raw_maps(x)
             return self.combine(st.float(), ae.float()).cpu()
 

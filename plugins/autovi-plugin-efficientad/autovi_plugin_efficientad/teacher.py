@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from autovi_core.errors import ConfigError
+from autovi_core.training import autocast
 
 from .networks import pdn
 
@@ -245,7 +246,6 @@ def distil(hp: dict[str, Any], target: DistillationTarget, pool: torch.Tensor, d
     optimiser = torch.optim.Adam(network.parameters(), lr=hp["teacher_lr"], weight_decay=1e-5)
     size, batch = hp["image_size"], min(hp["teacher_batch"], len(pool))
     grid = network(torch.zeros(1, 3, size, size, device=device)).shape[-1]
-    use_amp = torch.device(device).type == "cuda"
 
     def views(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(PDN inputs, targets) of augmented views of pool images ``index``."""
@@ -263,7 +263,7 @@ def distil(hp: dict[str, Any], target: DistillationTarget, pool: torch.Tensor, d
         else:
             index = torch.randint(0, len(fixed[0]), (batch,), generator=generator)
             small, goal = fixed[0][index], fixed[1][index]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(device):
             loss = ((network(small).float() - goal) ** 2).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

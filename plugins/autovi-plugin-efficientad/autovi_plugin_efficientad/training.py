@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from autovi_core.progress import track
-from autovi_core.training import Checkpointer, autocast, run_fingerprint
+from autovi_core.training import Checkpointer, autocast, mixed_precision_dtype, run_fingerprint
 
 from .inference import FusedEfficientAD
 from .losses import autoencoder_losses, hard_feature_loss, penalty_loss
@@ -62,9 +62,8 @@ def train_student_autoencoder(
         generator.set_state(resumed["generator"])
         torch.set_rng_state(resumed["torch_rng"])
         start = int(resumed["step"])
-    on_cuda = torch.device(device).type == "cuda"
-    dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=on_cuda and dtype == torch.float16)
+    dtype = mixed_precision_dtype(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     model.train()
     for step in track(range(start, steps), "efficientad: training student and autoencoder", total=steps - start):
         index = torch.randint(0, len(images), (batch,), generator=generator)
