@@ -9,6 +9,8 @@ Fit (``images`` = good training images, ``labelled`` = N labelled defective imag
 1. The goods are split, with the seed, into base-training goods and ``held_out_fraction`` held-out
    goods (at least one; 10 % as in the paper). Each base detector is fitted on the base-training
    goods only, so the held-out goods are unseen by it, like test images.
+   (``negatives="cross_fit"``, not in the paper, for small categories: every good is mapped by
+   base detectors fitted on the other folds, and the final ones are fitted on all goods.)
 2. A part segmentation with labels stable across images is set up (:mod:`.segmentation`): the
    user's part maps, or k-means over Lite0 features (colour + position without weights) fitted
    on all the good training images.
