@@ -71,7 +71,7 @@ class EfficientAD(Detector):
             "out_channels": 64,
             "width": 0.25,
             "image_size": 64,
-            "steps": 300,
+            "steps": 1000,
             "lr": 2e-3,
             "teacher_steps": 200,
             "teacher_views": 192,  # a fixed set of augmented views, backbone features extracted once

@@ -28,9 +28,9 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 class TestEfficientADConformance(DetectorConformance):
     detector = "efficientad"
     category = "clip_assembly"
-    min_auroc = 0.65  # the fast profile reaches 0.73 on this 64-px logical-defect category
+    min_auroc = 0.85  # the fast profile reaches 0.98 here (0.73 with 300 training steps)
     gpu_paths_on_cpu = True
-    min_pixel_auroc = 0.7  # reaches 0.808
+    min_pixel_auroc = 0.75  # reaches 0.858
 
 
 # --- networks ----------------------------------------------------------------------------------------
