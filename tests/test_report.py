@@ -119,6 +119,7 @@ def test_lower_is_better_marks_smallest() -> None:
     table = build_table([a, b], "timing.fit_s")
     row = Row("autovi", "c")
     assert table.cell(row, "b").mark == "best" and table.cell(row, "a").mark == ""
+    assert build_table([a, b], "timing.batch1_latency_ms").higher_is_better is False
 
 
 # --------------------------------------------------------------------------- statistics
