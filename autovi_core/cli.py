@@ -151,7 +151,7 @@ def run(
     profile: str = typer.Option("fast", "--profile", help="Hyperparameter profile: paper or fast."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<timestamp>)."),
-    executor: str = typer.Option("local", "--executor", help="Where experiments run: local."),
+    executor: str = typer.Option("local", "--executor", help="Where experiments run: local (one at a time) or ray (concurrently, here or on a cluster)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output, skipping experiments already ok."),
     save_maps: bool = typer.Option(False, "--save-maps", help="Also write anomaly maps (8-bit PNG + float TIFF)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Pretrained backbone for detectors that use one."),
@@ -161,6 +161,9 @@ def run(
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-experiment time limit in seconds."),
     in_process: bool = typer.Option(False, "--in-process", help="Run experiments in this process (no isolation)."),
     memory_limit: Optional[float] = typer.Option(None, "--memory-limit", help="Per-experiment memory cap in MiB."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local instance)."),
+    ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-task", help="CPUs Ray reserves per experiment."),
+    ray_gpus: Optional[float] = typer.Option(None, "--ray-gpus-per-task", help="GPUs Ray reserves per experiment (default 1 if the cluster has GPUs, else 0)."),
 ) -> None:
     """Run every (detector, category, seed) experiment and append results to DIR/results.jsonl."""
     from .executors import make_executor
@@ -202,8 +205,12 @@ def run(
         state = "ok" if record["status"] == "ok" else f"FAILED: {record['error']}"
         err_console.print(f"[{len(finished)}/{len(tasks)}] {task.detector} {task.category} seed {task.seed}: {state}", highlight=False)
 
+    if in_process and executor != "local":
+        raise ConfigError("--in-process works with --executor local only")
+    ray_options = {"address": ray_address, "cpus_per_task": ray_cpus, "gpus_per_task": ray_gpus}
     make_executor(
-        executor, isolate=not in_process, timeout=timeout, memory_limit_mb=memory_limit, debug=_state["debug"]
+        executor, isolate=not in_process, timeout=timeout, memory_limit_mb=memory_limit, debug=_state["debug"],
+        ray_options=ray_options,
     ).run(tasks, on_result)
     if finished:
         console.print(_summary_table(finished))

@@ -153,12 +153,15 @@ def test_all_plugins_skips_broken_ones_with_a_warning(tmp_path, example_plugin):
     assert {r["detector"] for r in _lines(out / "results.jsonl")} == {"pixel_gaussian"}
 
 
-def test_failing_plugins_fail_alone(tmp_path, example_plugin):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_failing_plugins_fail_alone(tmp_path, example_plugin, executor):
+    if executor == "ray":
+        pytest.importorskip("ray")
     site = make_plugin(tmp_path / "site", "autovi-faulty", "faulty", "autovi_faulty_mod", FAULTY_DETECTORS)
     out = tmp_path / "run"
     proc = autovi("run", "-d", "raises", "-d", "crashes", "-d", "hangs", "-d", "hogs", "-d", "segfaults",
                   "-d", "pixel_gaussian", "-c", "clip_assembly", "--timeout", "12", "--memory-limit", "3000",
-                  "--output", str(out), site=site, check=False)
+                  "--executor", executor, "--output", str(out), site=site, check=False)
     assert proc.returncode == 5, proc.stderr
     records = {r["detector"]: r for r in _lines(out / "results.jsonl")}
     assert records["raises"]["status"] == "failed" and "boom in fit" in records["raises"]["error"]
@@ -282,3 +285,16 @@ def test_death_reasons_name_the_signal_and_the_likely_cause() -> None:
     assert _death_reason(-signal.SIGABRT) == "experiment process was killed by SIGABRT"
     assert "--memory-limit 3000 MB" in _death_reason(-signal.SIGABRT, 3000.0)
     assert _death_reason(3) == "experiment process died (exit code 3)"
+
+
+def test_ray_executor_explains_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autovi_core.errors import ConfigError
+    from autovi_core.executors import RayExecutor, make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ConfigError, match=r"autovi-core\[ray\]"):
+        make_executor("ray", isolate=True, timeout=None).run([], lambda task, record: None)
+    with pytest.raises(ConfigError, match="positive"):
+        RayExecutor(cpus_per_task=0)
+    with pytest.raises(ConfigError, match="valid: local, ray"):
+        make_executor("dask")
