@@ -6,7 +6,7 @@ from .detector import Capabilities, Detector, LabelledDefects, Prediction
 from .hookspecs import hookimpl
 from .metric import EvaluationData, Metric
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "IMAGE_LAYOUT",
