@@ -25,9 +25,10 @@ test: install
 	AUTOVI_NO_PROGRESS=1 $(BIN)/python -m pytest -q tests plugins/*/tests
 
 RUN_DIR ?= runs/make-run-$(shell date +%Y%m%d-%H%M%S)
+EXECUTOR ?= local  # make run EXECUTOR=ray: the experiments run concurrently
 
 run: install
-	$(BIN)/autovi run --all-plugins --output $(RUN_DIR)
+	$(BIN)/autovi run --all-plugins --executor $(EXECUTOR) --output $(RUN_DIR)
 	$(BIN)/autovi report $(RUN_DIR)
 
 bench: install

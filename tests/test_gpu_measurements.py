@@ -22,14 +22,28 @@ def load_script():  # type: ignore[no-untyped-def]
 def test_quick_mode_times_training_and_inference(tmp_path: Path) -> None:
     pytest.importorskip("autovi_plugin_draem")
     pytest.importorskip("autovi_plugin_efficientad")
+    pytest.importorskip("autovi_plugin_patchcore")
     script = load_script()
     out = tmp_path / "report.md"
     text = script.main(["--device", "cpu", "--quick", "--detector", "draem", "--detector", "efficientad",
-                        "--category", "clip_assembly", "--output", str(out)])
+                        "--detector", "patchcore", "--category", "clip_assembly", "--output", str(out)])
     assert out.read_text() == text
-    rows = [line for line in text.splitlines() if line.startswith("| draem") or line.startswith("| efficientad")]
-    assert [r.split("|")[2].strip() for r in rows] == ["epoch", "training step"]
+    rows = [line for line in text.splitlines() if line.split("|")[1:2] and line.split("|")[1].strip() in script.PLANS]
+    assert [r.split("|")[2].strip() for r in rows] == ["epoch", "training step", "whole fit"]
     for row in rows:
         cells = [c.strip() for c in row.split("|")]
         assert float(cells[3]) > 0 and float(cells[4]) > 0 and float(cells[5]) > 0  # s/unit, img/s, batch-1 ms
     assert "EfficientAD-S fused forward, 256 x 256, batch 1" in text and "Device: CPU" in text
+
+
+def test_every_plan_names_real_paper_hyperparameters() -> None:
+    """The full (GPU) mode builds each detector's paper profile with the plan's overrides: check they exist."""
+    from autovi_core.registry import get_registry
+
+    script = load_script()
+    registry = get_registry()
+    for name, plan in script.PLANS.items():
+        if name not in registry.detectors:
+            continue
+        detector = registry.create_detector(name, "paper", device="cpu", **plan.fixed, **{knob: 3 for knob, _ in plan.knobs})
+        assert all(detector.hparams[knob] == 3 for knob, _ in plan.knobs)
