@@ -25,7 +25,8 @@ test: install
 	AUTOVI_NO_PROGRESS=1 $(BIN)/python -m pytest -q tests plugins/*/tests
 
 RUN_DIR ?= runs/make-run-$(shell date +%Y%m%d-%H%M%S)
-EXECUTOR ?= local  # make run EXECUTOR=ray: the experiments run concurrently
+# make run EXECUTOR=ray: the experiments run concurrently
+EXECUTOR ?= local
 
 run: install
 	$(BIN)/autovi run --all-plugins --executor $(EXECUTOR) --output $(RUN_DIR)
