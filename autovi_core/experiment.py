@@ -20,7 +20,7 @@ from .dataset import Category, Sample, select_images
 from .detector import Detector, LabelledDefects
 from .errors import ConfigError
 from .image_io import write_float_tiff, write_png8
-from .measure import distribution_version, peak_gpu_mb, peak_rss_mb, reset_peak_gpu, resolve_device, stopwatch
+from .measure import distribution_version, peak_gpu_mb, peak_rss_mb, reset_peak_gpu, resolve_device, stopwatch, torch_threads
 from .metric import EvaluationData
 from .plugins import core_version
 from .seeding import seed_everything
@@ -237,6 +237,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
             "python": sys.version.split()[0],
         },
         device=device,
+        torch_threads=torch_threads(),
     )
     return record
 

@@ -41,6 +41,13 @@ def peak_gpu_mb() -> float | None:
     return torch.cuda.max_memory_allocated() / (1024.0 * 1024.0)
 
 
+def torch_threads() -> int | None:
+    """Threads torch computes with in this process (None when torch was never imported). Trained
+    detectors' results depend on it: float sums are ordered differently with other thread counts."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
+
+
 def distribution_version(name: str) -> str | None:
     try:
         return metadata.version(name)
