@@ -23,24 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import time
 from pathlib import Path
 
-
-def rss_mb() -> float:
-    """The current resident set size in MB (from /proc; falls back to the peak)."""
-    try:
-        with open("/proc/self/statm") as handle:
-            pages = int(handle.read().split()[1])
-        return pages * resource.getpagesize() / 2**20
-    except OSError:
-        return peak_rss_mb()
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+from peer_memory import peak_rss_mb, rss_mb
 
 
 def main() -> None:
