@@ -207,31 +207,9 @@ def run_comparison(data_root: Path) -> list[dict]:
         for category in CATEGORIES:
             for method in METHODS:
                 hp = _fast_profile(method)
-                ours = [
-                    sys.executable,
-                    str(PEER / "run_autovi.py"),
-                    "--method",
-                    method,
-                    "--category-dir",
-                    str(dirs[category]),
-                    "--seed",
-                    str(seed),
-                    "--repeats",
-                    str(REPEATS),
-                ]
-                peer = [
-                    str(ANOMALIB_PYTHON),
-                    str(PEER / "run_anomalib.py"),
-                    "--method",
-                    method,
-                    "--category-dir",
-                    str(dirs[category]),
-                    "--seed",
-                    str(seed),
-                    "--repeats",
-                    str(REPEATS),
-                    *_anomalib_args(method, hp),
-                ]
+                common = ["--method", method, "--category-dir", str(dirs[category]), "--seed", str(seed), "--repeats", str(REPEATS)]
+                ours = [sys.executable, str(PEER / "run_autovi.py"), *common]
+                peer = [str(ANOMALIB_PYTHON), str(PEER / "run_anomalib.py"), *common, *_anomalib_args(method, hp)]
                 order = (
                     [ours, peer] if seed % 2 == 0 else [peer, ours]
                 )  # alternate who runs first
