@@ -138,6 +138,33 @@ class Checkpointer:
                 )
         return None
 
+    def restore(self, stateful: Mapping[str, Any]) -> int:
+        """Load the checkpoint to resume from into ``stateful`` (name -> object with
+        ``load_state_dict``, or ``set_state`` like ``torch.Generator``); its step, or 0 without one."""
+        payload = self.load()
+        if payload is None:
+            return 0
+        for name, obj in stateful.items():
+            (obj.load_state_dict if hasattr(obj, "load_state_dict") else obj.set_state)(payload[name])
+        return int(payload[self.step_field])
+
+    @staticmethod
+    def capture(stateful: Mapping[str, Any]) -> dict[str, Any]:
+        """The payload of ``stateful`` for :meth:`save`: each object's ``state_dict()`` or ``get_state()``."""
+        return {name: obj.state_dict() if hasattr(obj, "state_dict") else obj.get_state() for name, obj in stateful.items()}
+
+
+class GlobalTorchRNG:
+    """torch's global random generator as a ``get_state``/``set_state`` object, for checkpoints."""
+
+    @staticmethod
+    def get_state() -> torch.Tensor:
+        return torch.get_rng_state()
+
+    @staticmethod
+    def set_state(state: torch.Tensor) -> None:
+        torch.set_rng_state(state)
+
 
 GPU_PATHS_ON_CPU = False
 """Tests set this to run the CUDA-only code paths on the CPU, so that a machine without a GPU still

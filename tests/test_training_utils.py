@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from autovi_core.errors import ConfigError
 from autovi_core.training import (
     Checkpointer,
+    GlobalTorchRNG,
     autocast,
     deterministic,
     module_state_from_numpy,
@@ -82,6 +83,30 @@ def test_rolling_file_round_trip(tmp_path: Path) -> None:
     checkpoints.save(2, _payload())
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
     assert checkpoints.load()["epoch"] == 2
+
+
+def test_capture_and_restore_bring_every_state_back(tmp_path: Path) -> None:
+    def stateful(seed: int) -> dict:
+        torch.manual_seed(seed)
+        module = torch.nn.Linear(3, 2)
+        optimiser = torch.optim.Adam(module.parameters(), lr=0.1)
+        module(torch.ones(1, 3)).sum().backward()
+        optimiser.step()
+        return {"module": module, "optimiser": optimiser, "generator": torch.Generator().manual_seed(seed), "rng": GlobalTorchRNG}
+
+    checkpoints = Checkpointer(tmp_path, "key", every=1, step_field="epoch")
+    assert checkpoints.restore(stateful(0)) == 0  # nothing saved yet
+    saved = stateful(1)
+    expected_draw = torch.rand(1, generator=torch.Generator().manual_seed(1))
+    checkpoints.save(4, checkpoints.capture(saved))
+    global_draw = torch.rand(2)
+
+    fresh = stateful(2)
+    assert checkpoints.restore(fresh) == 4
+    torch.testing.assert_close(fresh["module"].weight, saved["module"].weight)
+    assert fresh["optimiser"].state_dict()["state"][0]["step"] == saved["optimiser"].state_dict()["state"][0]["step"]
+    torch.testing.assert_close(torch.rand(1, generator=fresh["generator"]), expected_draw)
+    torch.testing.assert_close(torch.rand(2), global_draw)  # the global RNG continues where it was saved
 
 
 def test_atomic_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

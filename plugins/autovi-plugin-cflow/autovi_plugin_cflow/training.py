@@ -68,13 +68,8 @@ def train_flows(
     optimiser = torch.optim.Adam(flows.parameters(), lr=float(hp["lr"]))
     generator = torch.Generator().manual_seed(seed)
     checkpoints = Checkpointer(hp["checkpoint_dir"], run_fingerprint(hp, seed, images, NOT_TRAINING), every=hp["checkpoint_every"])
-    start = 0
-    resumed = checkpoints.load()
-    if resumed is not None:
-        flows.load_state_dict(resumed["flows"])
-        optimiser.load_state_dict(resumed["optimiser"])
-        generator.set_state(resumed["generator"])
-        start = int(resumed["step"])
+    stateful = {"flows": flows, "optimiser": optimiser, "generator": generator}
+    start = checkpoints.restore(stateful)
     flows.train()
     meta, sub, batch = int(hp["meta_epochs"]), int(hp["sub_epochs"]), int(hp["fibre_batch"])
     for epoch in track(range(start, meta), "cflow: training the flows", total=meta - start):
@@ -90,8 +85,7 @@ def train_flows(
                     loss.backward()
                     optimiser.step()
         if checkpoints.due(epoch + 1):
-            state = {"flows": flows.state_dict(), "optimiser": optimiser.state_dict(), "generator": generator.get_state()}
-            checkpoints.save(epoch + 1, state)
+            checkpoints.save(epoch + 1, checkpoints.capture(stateful))
 
 
 @torch.inference_mode()

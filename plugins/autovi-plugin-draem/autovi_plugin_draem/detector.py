@@ -143,21 +143,15 @@ class Draem(Detector):
             on_mismatch="raise",
             step_field="epoch",
         )
-        start = 0
-        resumed = checkpoints.load()
-        if resumed is not None:
-            self.recon.load_state_dict(resumed["recon"])
-            self.disc.load_state_dict(resumed["disc"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            start = int(resumed["epoch"])
+        stateful = {"recon": self.recon, "disc": self.disc, "optimizer": optimizer}
+        start = checkpoints.restore(stateful)
         self.resumed_from_epoch = start
         epochs = hp["epochs"]
         with deterministic(self.device):
             for epoch in track(range(start, epochs), "draem: training", total=epochs - start):
                 step_lr(optimizer, hp["lr"], epoch, epochs, hp["lr_milestones"], hp["lr_gamma"])
                 self._train_epoch(make_loader(dataset, hp["batch_size"], self.seed, epoch, self.device, hp["num_workers"]), optimizer)
-                payload = {"recon": self.recon.state_dict(), "disc": self.disc.state_dict(), "optimizer": optimizer.state_dict()}
-                checkpoints.maybe_save(epoch + 1, payload, last=epoch + 1 == epochs)
+                checkpoints.maybe_save(epoch + 1, checkpoints.capture(stateful), last=epoch + 1 == epochs)
                 if self._stop_after_epoch is not None and epoch + 1 >= self._stop_after_epoch:
                     break
         self.recon.eval()

@@ -156,12 +156,8 @@ class Dsr(Detector):
         checkpoints = Checkpointer(
             hp["checkpoint_dir"], key, every=hp["checkpoint_every"], name=f"dsr_{stage}.pt", on_mismatch="raise", step_field="epoch"
         )
-        start, resumed = 0, checkpoints.load()
-        if resumed is not None:
-            for name in trainable:
-                getattr(self, name).load_state_dict(resumed[name])
-            optimizer.load_state_dict(resumed["optimizer"])
-            start = int(resumed["epoch"])
+        stateful = {**{name: getattr(self, name) for name in trainable}, "optimizer": optimizer}
+        start = checkpoints.restore(stateful)
         self.resumed_from_epoch[stage] = start
         epochs = hp[f"{stage}_epochs"]
         if stage == "stage2":
@@ -177,8 +173,7 @@ class Dsr(Detector):
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                payload = {name: getattr(self, name).state_dict() for name in trainable}
-                checkpoints.maybe_save(epoch + 1, {**payload, "optimizer": optimizer.state_dict()}, last=epoch + 1 == epochs)
+                checkpoints.maybe_save(epoch + 1, checkpoints.capture(stateful), last=epoch + 1 == epochs)
 
     def _stage2_loss(self, batch: Sequence[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         hp = self.hparams

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from autovi_core.progress import track
-from autovi_core.training import Checkpointer, autocast, mixed_precision_dtype, run_fingerprint
+from autovi_core.training import Checkpointer, GlobalTorchRNG, autocast, mixed_precision_dtype, run_fingerprint
 
 from .inference import FusedEfficientAD
 from .losses import autoencoder_losses, hard_feature_loss, penalty_loss
@@ -52,16 +52,15 @@ def train_student_autoencoder(
     optimiser = torch.optim.Adam(parameters, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=max(1, int(float(hp["lr_drop_at"]) * steps)), gamma=0.1)
     checkpoints = Checkpointer(hp["checkpoint_dir"], run_fingerprint(hp, seed, raw_images, NOT_TRAINING), every=hp["checkpoint_every"])
-    start = 0
-    resumed = checkpoints.load()
-    if resumed is not None:
-        model.student.load_state_dict(resumed["student"])
-        model.autoencoder.load_state_dict(resumed["autoencoder"])
-        optimiser.load_state_dict(resumed["optimiser"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        generator.set_state(resumed["generator"])
-        torch.set_rng_state(resumed["torch_rng"])
-        start = int(resumed["step"])
+    stateful = {
+        "student": model.student,
+        "autoencoder": model.autoencoder,
+        "optimiser": optimiser,
+        "scheduler": scheduler,
+        "generator": generator,
+        "torch_rng": GlobalTorchRNG,
+    }
+    start = checkpoints.restore(stateful)
     dtype = mixed_precision_dtype(device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     model.train()
@@ -91,14 +90,4 @@ def train_student_autoencoder(
         scaler.update()
         scheduler.step()
         if checkpoints.due(step + 1):
-            checkpoints.save(
-                step + 1,
-                {
-                    "student": model.student.state_dict(),
-                    "autoencoder": model.autoencoder.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                },
-            )
+            checkpoints.save(step + 1, checkpoints.capture(stateful))
