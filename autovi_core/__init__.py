@@ -4,12 +4,24 @@ for unsupervised visual anomaly detection on the AutoVI benchmark."""
 from .dataset import IMAGE_LAYOUT, Category, DatasetProvider, DefectConfig, KeyedImages, Sample, image_paths
 from .detector import Capabilities, Detector, LabelledDefects, Prediction
 from .hookspecs import hookimpl
+from .errors import AutoviError, ConfigError, ContractError, DataError, NotFittedError, PluginError
 from .metric import EvaluationData, Metric
 
-__version__ = "0.2.0"
+__version__ = "1.0.0"
+
+API_VERSION = "1.0"
+"""The plugin contract's version (major.minor). Plugins pin ``autovi-core>=1.0,<2``: a plugin whose
+pin excludes the running core is listed as incompatible and not loaded (see docs/plugins.md)."""
 
 __all__ = [
+    "API_VERSION",
     "IMAGE_LAYOUT",
+    "AutoviError",
+    "ConfigError",
+    "ContractError",
+    "DataError",
+    "NotFittedError",
+    "PluginError",
     "Capabilities",
     "Category",
     "DatasetProvider",

@@ -36,30 +36,14 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .layer_preset import LayerPreset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 LITE0 = "tf_efficientnet_lite0"
 
-LAYER_PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
-    # PatchCore: the stride-8 and stride-16 stages (paper: WideResNet-50 layer2 + layer3).
-    "patchcore": {
-        "wide_resnet50_2": ("layer2", "layer3"),
-        "resnet18": ("layer2", "layer3"),
-        LITE0: ("blocks.2", "blocks.4"),  # 40 + 112 = 152 channels
-    },
-    # PaDiM: the stride-4, -8 and -16 stages (paper: ResNet-18 / WideResNet-50 layer1-3).
-    "padim": {
-        "wide_resnet50_2": ("layer1", "layer2", "layer3"),
-        "resnet18": ("layer1", "layer2", "layer3"),
-        LITE0: ("blocks.1", "blocks.2", "blocks.4"),  # 24 + 40 + 112 = 176 channels
-    },
-}
-"""Named feature layers (timm ``feature_info`` module names) per method and backbone."""
 
-PRESET_STRIDES: dict[str, tuple[int, ...]] = {"patchcore": (8, 16), "padim": (4, 8, 16)}
-"""For backbones without a preset: the layers at these strides are used."""
 
 HUB_TAGS: dict[str, str] = {
     # The papers use torchvision's ImageNet weights; timm republishes them under these tags.
@@ -92,12 +76,7 @@ def weights_env_var(backbone: str) -> str:
     return "AUTOVI_WEIGHTS_" + re.sub(r"[^A-Z0-9]", "_", backbone.upper())
 
 
-def layer_preset(method: str, backbone: str) -> tuple[str, ...] | None:
-    """The named layers for ``method`` (``patchcore``/``padim``) on ``backbone``, or None if none is defined."""
-    return LAYER_PRESETS.get(method, {}).get(backbone)
-
-
-def _sha256_prefix(path: Path, n: int = 12) -> str:
+def sha256_prefix(path: Path, n: int = 12) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -269,7 +248,7 @@ def resolve_weights(backbone: str, model: torch.nn.Module, weights: str | os.Pat
         if given:
             path = Path(given).expanduser()
             _load_strictly(model, read_state_dict(path), f"weights file {path} (from {origin})")
-            return WeightsSource("file", str(path), f"{backbone}: file {path} (sha256 {_sha256_prefix(path)}, from {origin})")
+            return WeightsSource("file", str(path), f"{backbone}: file {path} (sha256 {sha256_prefix(path)}, from {origin})")
     source = _try_hub(backbone, model)
     if source is None and backbone == LITE0:
         source = _try_lite0_package(model)
@@ -302,7 +281,7 @@ class FeatureExtractor:
     """Named intermediate feature maps of a pretrained timm CNN.
 
     ``layers`` are timm ``feature_info`` module names (e.g. ``layer2`` or ``blocks.2``); see
-    :data:`LAYER_PRESETS`. Calling the extractor on a normalised NCHW batch returns
+    :class:`LayerPreset`. Calling the extractor on a normalised NCHW batch returns
     ``{layer name: float32 tensor (N, C, H/stride, W/stride)}``.
     """
 
@@ -331,11 +310,11 @@ class FeatureExtractor:
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     @classmethod
-    def for_method(
-        cls, method: str, backbone: str, *, weights: str | os.PathLike[str] | None = None, device: str = "cpu"
+    def for_preset(
+        cls, preset: LayerPreset, backbone: str, *, weights: str | os.PathLike[str] | None = None, device: str = "cpu"
     ) -> FeatureExtractor:
-        """The extractor with the method's preset layers (or the layers at :data:`PRESET_STRIDES`)."""
-        layers = layer_preset(method, backbone)
+        """The extractor with the preset's layers for ``backbone`` (or its layers at the preset's strides)."""
+        layers = preset.layers.get(backbone)
         if layers is None:
             import timm
 
@@ -344,21 +323,19 @@ class FeatureExtractor:
             except Exception as exc:  # noqa: BLE001
                 raise ConfigError(f"unknown backbone {backbone!r} ({exc})".splitlines()[0]) from None
             by_stride = dict(zip(info.reduction(), info.module_name()))  # last layer per stride wins
-            if not all(s in by_stride for s in PRESET_STRIDES[method]):
-                raise ConfigError(f"backbone {backbone!r} has no layers at strides {PRESET_STRIDES[method]}")
-            layers = tuple(by_stride[s] for s in PRESET_STRIDES[method])
+            if not all(s in by_stride for s in preset.strides):
+                raise ConfigError(f"backbone {backbone!r} has no layers at strides {preset.strides}")
+            layers = tuple(by_stride[s] for s in preset.strides)
         return cls(backbone, layers, weights=weights, device=device)
 
     @classmethod
-    def from_hparams(cls, method: str, hparams: dict[str, Any], device: str = "cpu") -> FeatureExtractor:
+    def from_hparams(cls, hparams: Mapping[str, Any], preset: LayerPreset, device: str = "cpu") -> FeatureExtractor:
         """The extractor a detector's ``backbone`` / ``layers`` / ``weights`` hyperparameters ask for
-        (the method's preset layers when ``layers`` is empty); records ``weights_source`` in them."""
+        (the preset's layers when ``layers`` is empty). Where the weights came from is
+        ``extractor.weights_source``: record it in the detector's provenance."""
         if hparams.get("layers"):
-            extractor = cls(hparams["backbone"], list(hparams["layers"]), weights=hparams["weights"], device=device)
-        else:
-            extractor = cls.for_method(method, hparams["backbone"], weights=hparams["weights"], device=device)
-        hparams["weights_source"] = extractor.weights_source.description
-        return extractor
+            return cls(hparams["backbone"], list(hparams["layers"]), weights=hparams["weights"], device=device)
+        return cls.for_preset(preset, hparams["backbone"], weights=hparams["weights"], device=device)
 
     @property
     def total_channels(self) -> int:
@@ -493,18 +470,17 @@ def resolve_device(device: str) -> torch.device:
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "LAYER_PRESETS",
-    "PRESET_STRIDES",
     "FeatureExtractor",
     "InputGeometry",
+    "LayerPreset",
     "WeightsSource",
     "gaussian_blur",
-    "layer_preset",
     "lite0_package_keys_to_timm",
     "load_backbone",
     "normalize_imagenet",
     "read_state_dict",
     "resolve_device",
     "resolve_weights",
+    "sha256_prefix",
     "weights_env_var",
 ]

@@ -48,18 +48,29 @@ def _main(
 # --- list -----------------------------------------------------------------------------------------
 @app.command("list")
 def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")) -> None:
-    """List every installed detector, dataset and metric plugin, with broken ones and their errors."""
+    """List every installed detector, dataset and metric plugin, with broken and incompatible ones and why.
+
+    With ``autovi --debug list``, a broken plugin's full traceback is printed too.
+    """
     from .registry import get_registry
 
     records = sorted(get_registry().records, key=lambda r: (r.kind, r.name))
+    debug = _state["debug"]
     if as_json:
-        print(json.dumps([r.as_json() for r in records], indent=2))
+        rows = [dict(r.as_json(), **({"traceback": r.traceback} if debug else {})) for r in records]
+        print(json.dumps(rows, indent=2))
         return
+    colours = {"ok": "green", "incompatible": "yellow"}
     table = Table("kind", "name", "distribution", "version", "status", "error")
     for r in records:
-        status = "[green]ok[/green]" if r.status == "ok" else "[red]broken[/red]"
-        table.add_row(r.kind, r.name, r.distribution, r.version, status, r.error or "")
+        colour = colours.get(r.status, "red")
+        table.add_row(r.kind, r.name, r.distribution, r.version, f"[{colour}]{r.status}[/{colour}]", r.error or "")
     console.print(table)
+    if debug:
+        for r in records:
+            if r.traceback:
+                err_console.rule(f"{r.kind} {r.name} ({r.distribution} {r.version}): {r.status}")
+                err_console.print(r.traceback, highlight=False, markup=False)
 
 
 # --- run ------------------------------------------------------------------------------------------
@@ -176,7 +187,7 @@ def run(
     if all_plugins:
         for record in registry.records:
             if record.status != "ok":
-                err_console.print(f"[yellow]warning:[/yellow] skipping broken plugin {record.name!r}: {record.error}")
+                err_console.print(f"[yellow]warning:[/yellow] skipping {record.status} plugin {record.name!r}: {record.error}")
         names = list(dict.fromkeys(names + sorted(registry.detectors)))
     if not names:
         valid = ", ".join(sorted(registry.detectors)) or "none installed"

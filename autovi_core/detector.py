@@ -13,6 +13,7 @@ may override ``save``/``load`` to write safetensors or ``torch.save`` files read
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, ContractError, DataError, NotFittedError
+from .hparams import Hyperparameters, check_override
 
 PROFILES = ("paper", "fast")
 
@@ -68,29 +70,65 @@ class LabelledDefects:
 
 
 class Detector(ABC):
-    """Base class of every anomaly detector.
+    """Base class of every anomaly detector; it owns the life cycle.
 
     Subclasses set ``name``, ``profiles`` (a dict from profile name to its hyperparameter dict, with
-    at least ``paper`` and ``fast``) and ``capabilities``, and implement ``fit``, ``predict``,
-    ``state_dict`` and ``load_state_dict``. Hyperparameters are read from ``self.hparams``.
+    at least ``paper`` and ``fast``) and ``capabilities``, and implement :meth:`learn`,
+    :meth:`infer`, :meth:`state_dict` and :meth:`load_state_dict`. Users call :meth:`fit` and
+    :meth:`predict`, which this class implements around them:
+
+    - ``hparams`` holds what the user chose (the profile plus type-checked overrides) and is
+      read-only; what a fit finds out (weights source, device, dtype, ...) goes into
+      ``provenance``, which is saved with the model and written to results.jsonl;
+    - ``fitted`` is set by :meth:`fit` after :meth:`learn` returns (and by :meth:`load`), never by
+      the caller or the subclass;
+    - :meth:`predict` before fit raises :class:`autovi_core.errors.NotFittedError`, and the
+      :class:`Prediction` returned by :meth:`infer` is checked against the request.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     capabilities: ClassVar[Capabilities] = Capabilities()
+    hparam_types: ClassVar[Mapping[str, tuple[type, ...]]] = {}
+    """Hyperparameters that take more types than their profile values show, e.g.
+    ``{"base_detectors": (str, list)}``; the others are typed by their profile values."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method, hook in (("fit", "learn"), ("predict", "infer")):
+            if method in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__qualname__} overrides Detector.{method}; since autovi-core 1.0 a detector implements "
+                    f"{hook}() and the core's {method}() calls it (see docs/plugins.md, 'Migrating from 0.x')"
+                )
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
         self.profile = profile
         self.seed = int(seed)
         self.device = device
-        self.hparams: dict[str, Any] = self.resolve_hparams(profile, overrides)
-        self.fitted = False
+        self.hparams: Hyperparameters = Hyperparameters(self.resolve_hparams(profile, overrides))
+        self.provenance: dict[str, Any] = {}
+        self._fitted = False
+
+    # --- life cycle ---------------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        """True after a successful :meth:`fit` or :meth:`load`; set by the core only."""
+        return self._fitted
+
+    @fitted.setter
+    def fitted(self, value: bool) -> None:
+        raise AttributeError("Detector.fitted is set by the core after a successful fit() or load(), never by the caller")
 
     # --- hyperparameters ----------------------------------------------------------------------
     @classmethod
     def resolve_hparams(cls, profile: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The profile's hyperparameters with ``overrides`` applied; unknown names are an error."""
+        """The profile's hyperparameters with ``overrides`` applied.
+
+        Unknown names, and values whose type is none of the profiles' types for that name, raise a
+        one-line :class:`ConfigError` naming the detector and the key.
+        """
         if profile not in cls.profiles:
             raise ConfigError(f"detector {cls.name!r} has no profile {profile!r}; valid: {', '.join(cls.profiles)}")
         hparams = dict(cls.profiles[profile])
@@ -99,21 +137,62 @@ class Detector(ABC):
                 raise ConfigError(
                     f"detector {cls.name!r} has no hyperparameter {key!r}; valid: {', '.join(sorted(hparams))}"
                 )
-            hparams[key] = value
+            examples = [p[key] for p in cls.profiles.values() if key in p]
+            hparams[key] = check_override(cls.name, key, value, examples, cls.hparam_types.get(key))
         return hparams
 
-    # --- learning and inference ---------------------------------------------------------------
-    @abstractmethod
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
-        """Learn from defect-free training images (and, if supervised, labelled defects)."""
+    # --- learning and inference (the core's side) -----------------------------------------------
+    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> "Detector":
+        """Learn from defect-free ``images`` (and, for supervised detectors, ``labelled`` defects).
 
-    @abstractmethod
+        Calls :meth:`learn`; on success the detector is ``fitted`` and ``provenance`` holds what the
+        fit found out. Returns the detector.
+        """
+        if len(images) == 0:
+            raise DataError(f"detector {self.name!r} needs at least one training image, got none")
+        if labelled is not None and not self.capabilities.supervised:
+            raise ConfigError(f"detector {self.name!r} is unsupervised: it takes no labelled defects")
+        self._fitted = False
+        self.provenance = {"device": str(self.device)}
+        chosen = copy.deepcopy(dict(self.hparams))
+        self.learn(images, labelled)
+        if dict(self.hparams) != chosen:
+            raise ContractError(f"detector {self.name!r} changed its hyperparameters while fitting; record findings in provenance")
+        self._fitted = True
+        return self
+
     def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
-        """Score images; maps come out at ``output_size`` = (H, W)."""
+        """Image scores and anomaly maps of ``images``, maps at ``output_size`` = (H, W)."""
+        self.check_fitted()
+        height, width = (int(v) for v in output_size)
+        if height < 1 or width < 1:
+            raise ConfigError(f"output_size must be positive (H, W), got {tuple(output_size)}")
+        prediction = self.infer(images, (height, width))
+        if not isinstance(prediction, Prediction):
+            raise ContractError(f"detector {self.name!r}: infer() returned {type(prediction).__name__}, not a Prediction")
+        if prediction.maps.shape != (len(images), height, width):
+            raise ContractError(
+                f"detector {self.name!r}: infer() returned maps of shape {prediction.maps.shape} "
+                f"for {len(images)} images at {(height, width)}"
+            )
+        return prediction
 
     def check_fitted(self) -> None:
-        if not self.fitted:
-            raise RuntimeError(f"detector {self.name!r} must be fitted (or loaded) before predict")
+        """Raise :class:`NotFittedError` unless the detector was fitted or loaded."""
+        if not self._fitted:
+            raise NotFittedError(f"detector {self.name!r} must be fitted (or loaded) before predict")
+
+    # --- learning and inference (the plugin's side) ---------------------------------------------
+    @abstractmethod
+    def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None) -> None:
+        """The method's training on defect-free ``images`` (``labelled`` only for supervised ones).
+
+        Read ``self.hparams``, never write it; put what the fit found out into ``self.provenance``.
+        """
+
+    @abstractmethod
+    def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
+        """Score ``images`` (called only once fitted); maps come out at ``output_size`` = (H, W)."""
 
     # --- persistence --------------------------------------------------------------------------
     @abstractmethod
@@ -131,17 +210,29 @@ class Detector(ABC):
         """Read what :meth:`save_extra` wrote; called after :meth:`load_state_dict`."""
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``config.json``, ``state.npz`` and :meth:`save_extra` files into directory ``path``.
+        """Write ``config.json`` (hyperparameters, provenance, versions), ``state.npz`` and
+        :meth:`save_extra` files into directory ``path``.
 
         The directory is written under a temporary name and renamed into place, so a crash never
         leaves a half-written model behind.
         """
+        from . import API_VERSION
+        from .plugins import core_version
+
         self.check_fitted()
         target = Path(path)
         tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        config = {"detector": self.name, "profile": self.profile, "seed": self.seed, "hparams": self.hparams}
+        config = {
+            "detector": self.name,
+            "profile": self.profile,
+            "seed": self.seed,
+            "hparams": self.hparams,
+            "provenance": self.provenance,
+            "api_version": API_VERSION,
+            "autovi_core": core_version(),
+        }
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=json_default))
         np.savez(tmp / "state.npz", **self.state_dict())
         self.save_extra(tmp)
@@ -161,10 +252,11 @@ class Detector(ABC):
         if config.get("detector") != cls.name:
             raise DataError(f"{path}: holds detector {config.get('detector')!r}, not {cls.name!r}")
         detector = cls(config["profile"], seed=config["seed"], device=device, **config["hparams"])
+        detector.provenance = dict(config.get("provenance") or {})
         with np.load(path / "state.npz", allow_pickle=False) as state:
             detector.load_state_dict({key: state[key] for key in state.files})
         detector.load_extra(path)
-        detector.fitted = True
+        detector._fitted = True
         return detector
 
 

@@ -15,3 +15,11 @@ class PluginError(AutoviError):
 
 class ConfigError(AutoviError):
     """An option, profile or hyperparameter override is invalid."""
+
+
+class NotFittedError(AutoviError, RuntimeError):
+    """``predict`` or ``state_dict`` was called on a detector that was neither fitted nor loaded."""
+
+
+class ContractError(AutoviError):
+    """A plugin broke the detector contract (e.g. its fit wrote into the user's hyperparameters)."""

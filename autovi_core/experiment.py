@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import API_VERSION
 from .dataset import Category, Sample, select_images
 from .detector import Detector, LabelledDefects
 from .errors import ConfigError
@@ -144,31 +145,28 @@ def _save_maps(task: Task, samples: list[Sample], maps: list[np.ndarray]) -> Non
     (run / "png_scaling.json").write_text(json.dumps({"min": low, "max": high, "png": "(map - min) * 255 / (max - min)"}))
 
 
-def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
-    """Run one experiment in this process and return its results record (errors propagate)."""
-    from .progress import track
-    from .registry import get_registry
+@dataclass
+class ExperimentData:
+    """What one experiment reads from its dataset: the splits and their images."""
 
-    registry = registry or get_registry()
-    if task.spro_mode not in SPRO_MODES:
-        raise ConfigError(f"unknown sPRO mode {task.spro_mode!r}; valid: {', '.join(SPRO_MODES)}")
-    record = task.base_record()
-    detector_cls = registry.detector_class(task.detector)
+    category: Category
+    train: list[Sample]
+    calibration: list[Sample]
+    test: list[Sample]
+    labelled_samples: list[Sample]
+    train_images: list[np.ndarray]
+    test_images: list[np.ndarray]
+    labelled: LabelledDefects | None
+
+
+def load_data(task: Task, registry: Any, supervised: bool) -> ExperimentData:
+    """Read the task's category and split it: calibration hold-out, labelled defects, test."""
     provider = registry.dataset(task.dataset)
-    device = resolve_device(task.device)
     root = provider.resolve_root(task.root)
     provider.check_category(root, task.category)
     category = provider.load_category(root, task.category)
-
-    seed_everything(task.seed)
-    detector = detector_cls(task.profile, seed=task.seed, device=device, **task.overrides)
-    seed_everything(task.seed)  # again, now that the detector may have imported torch
-    supervised = detector_cls.capabilities.supervised
-
     train, calibration = split_calibration(category.train, task.calibration_holdout, task.seed)
     test, labelled_samples = split_labelled(category.test, task.labelled_defects if supervised else 0, task.seed)
-    train_images = category.load_images(train, f"{task.detector}/{task.category}: loading train")
-    test_images = category.load_images(test, f"{task.detector}/{task.category}: loading test")
     labelled = None
     if supervised:
         labelled = LabelledDefects(
@@ -176,27 +174,47 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
             masks=[_union(category.load_channels(s), category.ground_truth_shape(s)) for s in labelled_samples],
             defect_dirs=[s.defect_dir for s in labelled_samples],
         )
+    return ExperimentData(
+        category=category,
+        train=train,
+        calibration=calibration,
+        test=test,
+        labelled_samples=labelled_samples,
+        train_images=category.load_images(train, f"{task.detector}/{task.category}: loading train"),
+        test_images=category.load_images(test, f"{task.detector}/{task.category}: loading test"),
+        labelled=labelled,
+    )
 
+
+def fit_timed(detector: Detector, data: ExperimentData) -> dict[str, Any]:
+    """Fit the detector on the training split; returns the fit's timing and memory figures."""
     rss_before_fit = peak_rss_mb()
     reset_peak_gpu()
     with stopwatch() as fit_time:
-        detector.fit(train_images, labelled) if supervised else detector.fit(train_images)
-    detector.fitted = True
+        detector.fit(data.train_images, data.labelled)
+    return {"fit_s": fit_time["s"], "peak_rss_before_fit_mb": rss_before_fit}
 
+
+def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, registry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Predict the test split (timed, after a warm-up), the batch-1 latency and the calibration
+    scores, then compute every registered metric; returns (metrics, timing)."""
+    from .progress import track
+
+    category, test, test_images = data.category, data.test, data.test_images
     warm = test[: min(2, len(test))]
     _predict_by_size(detector, category, warm, select_images(test_images, range(len(warm))))  # warm-up: caches, JIT, cuDNN
     with stopwatch() as predict_time:
         scores, maps = _predict_by_size(detector, category, test, test_images)
     latency_ms = _batch1_latency_ms(detector, category, test, test_images)
     calibration_scores = None
-    if calibration:
-        calibration_images = category.load_images(calibration)
-        calibration_scores = _predict_by_size(detector, category, calibration, calibration_images)[0]
+    if data.calibration:
+        calibration_images = category.load_images(data.calibration)
+        calibration_scores = _predict_by_size(detector, category, data.calibration, calibration_images)[0]
 
     channels = None
     if category.has_masks:
         channels = [category.load_channels(s, m.shape) for s, m in zip(track(test, "reading ground truth"), maps)]
-    data = EvaluationData(
+    evaluation = EvaluationData(
         keys=[s.key for s in test],
         labels=np.array([s.label for s in test]),
         scores=scores,
@@ -208,28 +226,60 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
     )
     metrics: dict[str, Any] = {"auc_spro": None, "pixel_auroc": None, "per_defect_type": None}
     for metric in registry.metrics.values():
-        if metric.level == "pixel" and not data.has_masks:
+        if metric.level == "pixel" and not evaluation.has_masks:
             continue
-        metrics.update(metric.compute(data))
+        metrics.update(metric.compute(evaluation))
     if task.save_maps:
         _save_maps(task, test, maps)
+    timing = {
+        "predict_images_per_s": len(test) / predict_time["s"] if predict_time["s"] > 0 else None,
+        "batch1_latency_ms": latency_ms,
+    }
+    return metrics, timing
+
+
+def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
+    """Run one experiment in this process and return its results record (errors propagate):
+    load the data, fit, evaluate, record."""
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    if task.spro_mode not in SPRO_MODES:
+        raise ConfigError(f"unknown sPRO mode {task.spro_mode!r}; valid: {', '.join(SPRO_MODES)}")
+    record = task.base_record()
+    detector_cls = registry.detector_class(task.detector)
+    device = resolve_device(task.device)
+    supervised = detector_cls.capabilities.supervised
+    data = load_data(task, registry, supervised)
+
+    seed_everything(task.seed)
+    detector = detector_cls(task.profile, seed=task.seed, device=device, **task.overrides)
+    seed_everything(task.seed)  # again, now that the detector may have imported torch
+    fit_timing = fit_timed(detector, data)
+    metrics, predict_timing = evaluate_fitted(task, detector, data, registry)
 
     record.update(
         status="ok",
         supervised=supervised,
         metrics=metrics,
         timing={
-            "fit_s": fit_time["s"],
-            "predict_images_per_s": len(test) / predict_time["s"] if predict_time["s"] > 0 else None,
-            "batch1_latency_ms": latency_ms,
+            "fit_s": fit_timing["fit_s"],
+            **predict_timing,
             "peak_rss_mb": peak_rss_mb(),
-            "peak_rss_before_fit_mb": rss_before_fit,
+            "peak_rss_before_fit_mb": fit_timing["peak_rss_before_fit_mb"],
             "peak_gpu_mb": peak_gpu_mb(),
         },
-        hparams=detector.hparams,
-        split={"train": len(train), "calibration": len(calibration), "test": len(test), "labelled_defects": len(labelled_samples)},
+        hparams=dict(detector.hparams),
+        provenance=dict(detector.provenance),
+        split={
+            "train": len(data.train),
+            "calibration": len(data.calibration),
+            "test": len(data.test),
+            "labelled_defects": len(data.labelled_samples),
+        },
         versions={
             "autovi-core": core_version(),
+            "api": API_VERSION,
             "plugin": registry.version_of("detector", task.detector),
             "plugin_distribution": registry.distribution_of("detector", task.detector),
             "torch": distribution_version("torch"),

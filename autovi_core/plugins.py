@@ -1,7 +1,10 @@
 """Plugin discovery: built-ins first, then the entry-point group ``autovi``.
 
-A plugin that fails to import, or whose hooks fail, is recorded as *broken* with its error and
-skipped; it never crashes the caller. ``AUTOVI_PLUGINS`` (comma-separated entry-point names) loads
+A plugin that fails to import, or whose hooks fail, is recorded as *broken* with its error (and its
+full traceback, shown by ``autovi --debug list``) and skipped; it never crashes the caller. A plugin
+whose distribution pins an ``autovi-core`` range that excludes the running core (one built for
+another major version of the contract, :data:`autovi_core.API_VERSION`) is recorded as
+*incompatible* with the reason and is not imported at all. ``AUTOVI_PLUGINS`` (comma-separated entry-point names) loads
 only those plugins; ``AUTOVI_DISABLE_PLUGINS`` blocks some by name.
 """
 
@@ -29,8 +32,10 @@ class PluginRecord:
     name: str
     distribution: str
     version: str
-    status: str  # ok | broken
+    status: str  # ok | broken | incompatible
     error: str | None = None
+    traceback: str | None = None
+    """The full traceback of a broken plugin (``autovi --debug list``)."""
 
     def as_json(self) -> dict[str, str | None]:
         return {
@@ -46,6 +51,44 @@ class PluginRecord:
 def _one_line(exc: BaseException) -> str:
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
     return text[-1] if text else type(exc).__name__
+
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+def core_requirement(dist: metadata.Distribution | None) -> str | None:
+    """The ``autovi-core`` requirement a plugin distribution declares (e.g. ``autovi-core>=1.0,<2``)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    for line in (dist.requires or []) if dist is not None else []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) == CORE_DISTRIBUTION and (requirement.marker is None or requirement.marker.evaluate()):
+            return str(requirement)
+    return None
+
+
+def incompatibility(dist: metadata.Distribution | None, core: str) -> str | None:
+    """Why a plugin distribution cannot run on autovi-core ``core``, or None if its pin admits it."""
+    from packaging.requirements import Requirement
+
+    pinned = core_requirement(dist)
+    if pinned is None:
+        return None
+    specifier = Requirement(pinned).specifier
+    if specifier.contains(core, prereleases=True):
+        return None
+    return f"requires {pinned}, but autovi-core {core} is installed (contract API {_api_version()})"
+
+
+def _api_version() -> str:
+    from . import API_VERSION
+
+    return API_VERSION
 
 
 def _name_filter(variable: str) -> set[str] | None:
@@ -82,7 +125,7 @@ class PluginHost:
         except Exception as exc:  # a hookimpl that does not match its spec
             if self.manager.is_registered(module):
                 self.manager.unregister(module)
-            self.broken.append(PluginRecord("plugin", name, distribution, version, "broken", _one_line(exc)))
+            self.broken.append(PluginRecord("plugin", name, distribution, version, "broken", _one_line(exc), _traceback(exc)))
             return
         self.origin[id(module)] = (distribution, version)
 
@@ -100,12 +143,18 @@ class PluginHost:
             dist = entry_point.dist
             distribution = dist.metadata["Name"] if dist is not None else "?"
             version = dist.version if dist is not None else "?"
+            reason = incompatibility(dist, core_version())
+            if reason is not None:
+                self.broken.append(PluginRecord("plugin", entry_point.name, distribution, version, "incompatible", reason))
+                continue
             try:
                 module = entry_point.load()
             except BaseException as exc:  # noqa: BLE001 - any import failure marks the plugin broken
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                self.broken.append(PluginRecord("plugin", entry_point.name, distribution, version, "broken", _one_line(exc)))
+                self.broken.append(
+                    PluginRecord("plugin", entry_point.name, distribution, version, "broken", _one_line(exc), _traceback(exc))
+                )
                 continue
             self._register(module, entry_point.name, distribution, version)
 
@@ -118,7 +167,9 @@ class PluginHost:
             try:
                 items = list(impl.function() or [])
             except Exception as exc:
-                self.broken.append(PluginRecord(kind, plugin_name, distribution, version, "broken", _one_line(exc)))
+                self.broken.append(
+                    PluginRecord(kind, plugin_name, distribution, version, "broken", _one_line(exc), _traceback(exc))
+                )
                 continue
             for item in items:
                 name = getattr(item, "name", "") or plugin_name

@@ -44,9 +44,11 @@ class Registry:
         self.records.extend(self.host.broken)
 
     # --- lookups with helpful errors -----------------------------------------------------------
-    @staticmethod
-    def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
+    def _lookup(self, table: dict[str, Any], kind: str, name: str) -> Any:
         if name not in table:
+            for record in self.records:
+                if record.name == name and record.status != "ok":
+                    raise PluginError(f"{kind} plugin {name!r} ({record.distribution} {record.version}) is {record.status}: {record.error}")
             valid = ", ".join(sorted(table)) or "none installed"
             raise PluginError(f"unknown {kind} {name!r}; valid: {valid}")
         return table[name]

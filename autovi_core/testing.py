@@ -76,19 +76,15 @@ class DetectorConformance:
         return ConformanceData(tmp_path_factory.mktemp("conformance"), cls.category, cls.image_size)
 
     @classmethod
-    def make(cls, seed: int = 0) -> Detector:
+    def make(cls, seed: int = 0, **extra: Any) -> Detector:
         from .registry import get_registry
 
-        return get_registry().create_detector(cls.detector, cls.profile, seed=seed, device=cls.device, **cls.overrides)
+        overrides = {**cls.overrides, **extra}
+        return get_registry().create_detector(cls.detector, cls.profile, seed=seed, device=cls.device, **overrides)
 
     @staticmethod
     def fit(detector: Detector, data: ConformanceData) -> Detector:
-        if detector.capabilities.supervised:
-            detector.fit(data.train, data.labelled)
-        else:
-            detector.fit(data.train)
-        detector.fitted = True
-        return detector
+        return detector.fit(data.train, data.labelled if detector.capabilities.supervised else None)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -174,7 +170,7 @@ class DetectorConformance:
         monkeypatch.setattr(training, "GPU_PATHS_ON_CPU", True)
         detector = self.make()
         if "num_workers" in detector.hparams:
-            detector.hparams["num_workers"] = 2
+            detector = self.make(num_workers=2)
         prediction = self.fit(detector, data).predict(data.test, output_size=(self.image_size, self.image_size))
         assert prediction.maps.shape == (len(data.test), self.image_size, self.image_size)
         assert np.isfinite(prediction.scores).all() and np.isfinite(prediction.maps).all()

@@ -68,13 +68,13 @@ def _fast_profile(method: str) -> dict:
 
 def _anomalib_args(method: str, hp: dict) -> list[str]:
     """anomalib CLI arguments equal to our ``fast`` profile's settings."""
-    from autovi_core.backbones import layer_preset
+    from autovi_core.registry import get_registry
 
     if hp["backbone"] != "tf_efficientnet_lite0" or hp.get("crop") is not None:
         raise ValueError(
             f"the comparison assumes Lite0 without crop, the {method} fast profile has {hp}"
         )
-    layers = list(hp["layers"] or layer_preset(method, hp["backbone"]))
+    layers = list(hp["layers"] or get_registry().detector_class(method).layer_preset.layers[hp["backbone"]])
     args = [
         "--resize",
         str(hp["resize"]),

@@ -26,10 +26,10 @@ from autovi_core import Capabilities, Detector, Prediction, hookimpl
 class _Base(Detector):
     profiles = {"paper": {}, "fast": {}}
 
-    def fit(self, images, labelled=None):
-        self.fitted = True
+    def learn(self, images, labelled=None):
+        pass
 
-    def predict(self, images, output_size):
+    def infer(self, images, output_size):
         return Prediction(np.zeros(len(images)), np.zeros((len(images), *output_size), np.float32))
 
     def state_dict(self):
@@ -42,21 +42,21 @@ class _Base(Detector):
 class Raises(_Base):
     name = "raises"
 
-    def fit(self, images, labelled=None):
+    def learn(self, images, labelled=None):
         raise RuntimeError("boom in fit")
 
 
 class Crashes(_Base):
     name = "crashes"
 
-    def fit(self, images, labelled=None):
+    def learn(self, images, labelled=None):
         os._exit(3)
 
 
 class Hangs(_Base):
     name = "hangs"
 
-    def fit(self, images, labelled=None):
+    def learn(self, images, labelled=None):
         import time
         time.sleep(600)
 
@@ -64,14 +64,14 @@ class Hangs(_Base):
 class Hogs(_Base):
     name = "hogs"
 
-    def fit(self, images, labelled=None):
+    def learn(self, images, labelled=None):
         self.hoard = [np.ones(256 * 1024 * 1024 // 8) for _ in range(64)]  # 16 GiB
 
 
 class Segfaults(_Base):
     name = "segfaults"
 
-    def fit(self, images, labelled=None):
+    def learn(self, images, labelled=None):
         import ctypes
         ctypes.string_at(0)
 

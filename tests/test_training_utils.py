@@ -59,6 +59,7 @@ def test_fingerprint_of_a_stacked_array_equals_that_of_its_images() -> None:
 
 # --- Checkpointer ------------------------------------------------------------------------------------
 def _payload() -> dict[str, object]:
+    torch.manual_seed(0)
     module = torch.nn.Linear(3, 2)
     return {"model": module.state_dict(), "rng": torch.get_rng_state(), "note": "x", "value": 1.5}
 
@@ -153,6 +154,7 @@ def test_due_and_disabled_checkpoints(tmp_path: Path) -> None:
 # --- autocast, deterministic, module state ------------------------------------------------------
 def test_autocast_is_a_no_op_on_the_cpu() -> None:
     assert isinstance(autocast("cpu"), contextlib.nullcontext)
+    torch.manual_seed(0)
     a, b = torch.randn(4, 4), torch.randn(4, 4)
     with autocast("cpu"):
         assert not torch.is_autocast_enabled()

@@ -29,7 +29,6 @@ WRN_LAYERS = ("layer2", "layer3", "layer4")
 
 _COMMON: dict[str, Any] = {
     "weights": None,  # backbone weights file (--weights)
-    "weights_source": None,  # filled in: where the backbone's weights came from
     "layers": None,  # None = layer2-4 (ResNets) / blocks.2, 4, 6 (Lite0)
     "condition_dims": 128,  # channels of the positional encoding
     "clamp": 1.9,
@@ -88,7 +87,6 @@ class CFlow(Detector):
             from autovi_core.backbones import FeatureExtractor
 
             self._extractor = FeatureExtractor(self.hparams["backbone"], self.layers(), weights=self.hparams["weights"], device=self.device)
-            self.hparams["weights_source"] = self._extractor.weights_source.description
         return self._extractor
 
     def _features(self, images: Sequence[np.ndarray]) -> list[Any]:
@@ -116,11 +114,10 @@ class CFlow(Detector):
         return flows.to(self.device)
 
     # --- the method ---------------------------------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+    def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         from .training import layer_log_likelihoods, train_flows
 
-        if len(images) < 1:
-            raise ValueError(f"{self.name} needs at least one training image")
+        self.provenance["weights_source"] = self._encoder().weights_source.description
         features = self._features(images)
         self.flows = self._build_flows([f.shape[1] for f in features])
         train_flows(self.flows, features, self.hparams, self.seed, images, self.device)
@@ -128,9 +125,8 @@ class CFlow(Detector):
         # The likelihood normaliser: the most likely training fibre per layer (never test data).
         per_layer = layer_log_likelihoods(self.flows, features, int(self.hparams["condition_dims"]), self.device)
         self.normaliser = np.array([float(ll.max()) for ll in per_layer], dtype=np.float64)
-        self.fitted = True
 
-    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
+    def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
         import torch
         from torch.nn import functional as F
 
@@ -138,7 +134,6 @@ class CFlow(Detector):
 
         from .training import layer_log_likelihoods
 
-        self.check_fitted()
         size = int(self.hparams["image_size"])
         per_layer = layer_log_likelihoods(self.flows, self._features(images), int(self.hparams["condition_dims"]), self.device)
         probability = torch.zeros(len(images), size, size)
@@ -166,4 +161,3 @@ class CFlow(Detector):
         self.flows.load_state_dict(flows, strict=True)
         self.flows.eval()
         self.normaliser = np.asarray(state["normaliser"], dtype=np.float64)
-        self.fitted = True

@@ -25,7 +25,7 @@ from autovi_core.training import Checkpointer, autocast, run_fingerprint
 
 from .flow import positional_encoding_2d
 
-NOT_TRAINING = ("weights_source", "checkpoint_every", "checkpoint_dir")
+NOT_TRAINING = ("checkpoint_every", "checkpoint_dir")
 """Hyperparameters that do not change the trained flows (left out of the checkpoint fingerprint)."""
 
 

@@ -131,7 +131,7 @@ def test_predicting_test_images_does_not_change_the_normaliser(trained: CFlow, d
 def test_saved_state_carries_the_normaliser(trained: CFlow, tmp_path: Path) -> None:
     loaded = CFlow.load(trained.save(tmp_path / "m"))
     assert np.array_equal(loaded.normaliser, trained.normaliser)
-    assert loaded.hparams["weights_source"] and math.isfinite(float(loaded.normaliser.sum()))
+    assert loaded.provenance["weights_source"] and math.isfinite(float(loaded.normaliser.sum()))
 
 
 def test_checkpoints_and_resume(data: ConformanceData, tmp_path: Path) -> None:

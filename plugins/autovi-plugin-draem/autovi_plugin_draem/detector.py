@@ -44,7 +44,6 @@ from .training import DraemTrainingSet
 _COMMON: dict[str, Any] = {
     "anomaly_source": "auto",
     "texture_folder": None,
-    "anomaly_source_used": None,  # filled in by fit: the chosen source's description (recorded in results)
     "anomaly_prob": 0.5,
     "beta_range": [0.0, 0.8],
     "optimizer": "adam",
@@ -61,7 +60,7 @@ CHECKPOINT_NAME = "draem_checkpoint.pt"
 """The single, rolling checkpoint file in ``checkpoint_dir`` (``epoch`` = finished epochs)."""
 
 # Which hyperparameters do not change the trained weights (left out of the checkpoint fingerprint).
-_NOT_TRAINING = ("anomaly_source_used", "checkpoint_every", "checkpoint_dir", "num_workers", "score_pool", "predict_batch_size")
+_NOT_TRAINING = ("checkpoint_every", "checkpoint_dir", "num_workers", "score_pool", "predict_batch_size")
 
 
 class Draem(Detector):
@@ -121,15 +120,13 @@ class Draem(Detector):
             raise ConfigError(f"draem: image_size {size} must be divisible by 2**(depth-1) = {2 ** (depth - 1)}")
 
     # --- training -----------------------------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+    def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         hp = self.hparams
         self._check_size()
-        if len(images) == 0:
-            raise ConfigError("draem: fit needs at least one training image")
         data = prepare_images(images, hp["image_size"])
         rng = np.random.default_rng(self.seed)
         source = make_source(hp["anomaly_source"], hp["texture_folder"], list(data), rng)
-        self.hparams["anomaly_source_used"] = source.describe()
+        self.provenance["anomaly_source"] = source.describe()
         self._build()
         length = hp["samples_per_epoch"] or len(data)
         dataset = DraemTrainingSet(data, source, length, self.seed, hp["rotate_prob"], hp["anomaly_prob"], tuple(hp["beta_range"]))
@@ -156,7 +153,6 @@ class Draem(Detector):
                     break
         self.recon.eval()
         self.disc.eval()
-        self.fitted = True
 
     def _train_epoch(self, loader: torch.utils.data.DataLoader, optimizer: torch.optim.Optimizer) -> None:
         hp = self.hparams
@@ -179,8 +175,7 @@ class Draem(Detector):
 
     # --- inference ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
-        self.check_fitted()
+    def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
         hp = self.hparams
         self.recon.eval()
         self.disc.eval()

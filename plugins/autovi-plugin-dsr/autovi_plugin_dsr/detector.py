@@ -52,7 +52,6 @@ from .vq import ImageDecoder
 
 _COMMON: dict[str, Any] = {
     "stage1_weights": None,
-    "stage1_source": None,  # filled in by fit: file:/cache:/trained:<path> (recorded in results)
     "vq_commitment": 0.25,
     "stage1_texture_prob": 0.5,
     "anomaly_prob": 0.5,
@@ -66,7 +65,7 @@ _COMMON: dict[str, Any] = {
     "checkpoint_dir": None,
     "num_workers": 4,
 }
-_NOT_TRAINING = ("stage1_source", "checkpoint_every", "checkpoint_dir", "num_workers", "score_pool", "predict_batch_size")
+_NOT_TRAINING = ("checkpoint_every", "checkpoint_dir", "num_workers", "score_pool", "predict_batch_size")
 MODULES = ("vq", "restrict_hi", "restrict_lo", "object_decoder", "adm", "upsampler")
 
 
@@ -130,18 +129,17 @@ class Dsr(Detector):
             getattr(self, name).train(name in train)
 
     # --- training -----------------------------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+    def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         hp = self.hparams
         if len(images) == 0:
             raise ConfigError("dsr: fit needs at least one training image")
         data = prepare_images(images, hp["image_size"])
         self._build()
-        self.vq, hp["stage1_source"] = stage1_model(hp, data, self.seed, self.device)
+        self.vq, self.provenance["stage1_source"] = stage1_model(hp, data, self.seed, self.device)
         key = run_fingerprint(hp, self.seed, data, _NOT_TRAINING)
         self._train_stage("stage2", ("restrict_hi", "restrict_lo", "object_decoder", "adm"), data, key)
         self._train_stage("stage3", ("upsampler",), data, key)
         self._set_mode()
-        self.fitted = True
 
     def _train_stage(self, stage: str, trainable: Sequence[str], data: np.ndarray, key: str) -> None:
         hp = self.hparams
@@ -223,8 +221,7 @@ class Dsr(Detector):
 
     # --- inference ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
-        self.check_fitted()
+    def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
         hp = self.hparams
         self._set_mode()
         pool = max(1, int(hp["score_pool"])) | 1

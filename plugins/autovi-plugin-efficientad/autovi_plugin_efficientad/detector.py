@@ -29,7 +29,6 @@ _COMMON: dict[str, Any] = {
     "weights": None,  # backbone weights file used for teacher distillation (--weights)
     "teacher_weights": None,  # a state-dict file of a ready teacher PDN (skips distillation)
     "teacher_pool": None,  # folder of images to distil the teacher on (default: cached datasets + fit images)
-    "teacher_source": None,  # filled in: where the teacher came from
     "teacher_batch": 16,
     "teacher_lr": 1e-4,
     "hard_quantile": 0.999,
@@ -103,7 +102,7 @@ class EfficientAD(Detector):
         return load_images(discover_pool(self.hparams["penalty_folder"]), int(self.hparams["image_size"])).float() / 255.0
 
     # --- the method ---------------------------------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+    def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         import torch
 
         from .inference import FusedEfficientAD
@@ -114,7 +113,7 @@ class EfficientAD(Detector):
         hp = self.hparams
         if len(images) < 2:
             raise ValueError(f"{self.name} needs at least 2 training images, got {len(images)}")
-        teacher_state, hp["teacher_source"] = obtain_teacher(hp, images, self.device)
+        teacher_state, self.provenance["teacher_source"] = obtain_teacher(hp, images, self.device)
         torch.manual_seed(self.seed)
         c, size, width = int(hp["out_channels"]), int(hp["image_size"]), float(hp["width"])
         teacher = pdn(hp["model_size"], c, width=width)
@@ -131,7 +130,6 @@ class EfficientAD(Detector):
         model.eval()
         model.set_map_quantiles(data[norm_idx], float(hp["q_a"]), float(hp["q_b"]))
         self.model = model
-        self.fitted = True
 
     def _split(self, n: int, generator: Any) -> tuple[Any, Any]:
         """(training indices, normalisation indices): a random validation share, or everything twice."""
@@ -144,12 +142,11 @@ class EfficientAD(Detector):
         order = torch.randperm(n, generator=generator)
         return order[n_val:].sort().values, order[:n_val].sort().values
 
-    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
+    def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
         import torch
 
         from autovi_core.backbones import InputGeometry
 
-        self.check_fitted()
         size = int(self.hparams["image_size"])
         grids = torch.cat([self.model.anomaly_grid(batch) for batch in self._unit_images(images).split(16)])
         scores = grids.flatten(1).max(dim=1).values.double()
@@ -181,4 +178,3 @@ class EfficientAD(Detector):
         )
         model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
         self.model = model.to(self.device).prepare_inference()
-        self.fitted = True

@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from autovi_core.errors import ConfigError
+from autovi_core.layer_preset import LayerPreset
 from autovi_core.training import autocast
 
 from .networks import pdn
@@ -140,6 +141,18 @@ def colour_jitter(image: torch.Tensor, generator: torch.Generator, strength: flo
 
 
 # --- distillation targets ----------------------------------------------------------------------------
+TARGET_LAYERS = LayerPreset(
+    layers={
+        "wide_resnet50_2": ("layer2", "layer3"),
+        "resnet18": ("layer2", "layer3"),
+        "tf_efficientnet_lite0": ("blocks.2", "blocks.4"),
+    },
+    strides=(8, 16),
+)
+"""The distillation target's layers: as in the paper, the stride-8 and stride-16 stages of the
+pretrained backbone (WideResNet-101 layer2 + layer3 there, PatchCore's features)."""
+
+
 @dataclass
 class DistillationTarget:
     """Normalised, projected backbone features on the padded PDN's grid."""
@@ -153,7 +166,7 @@ class DistillationTarget:
     def build(cls, backbone: str, weights: str | None, out_channels: int, device: str) -> "DistillationTarget":
         from autovi_core.backbones import FeatureExtractor
 
-        extractor = FeatureExtractor.for_method("patchcore", backbone, weights=weights, device=device)
+        extractor = FeatureExtractor.for_preset(TARGET_LAYERS, backbone, weights=weights, device=device)
         width = extractor.total_channels
         projection = None
         if width != out_channels:
@@ -184,9 +197,9 @@ def settings_key(hp: dict[str, Any], backbone: str, pool: str) -> str:
 
 
 def obtain_teacher(hp: dict[str, Any], train_images: Sequence[np.ndarray], device: str) -> tuple[dict[str, torch.Tensor], str]:
-    """The teacher's state dict and a line saying where it came from (``hp["teacher_source"]``)."""
+    """The teacher's state dict and a line saying where it came from (the detector's ``provenance["teacher_source"]``)."""
     if hp["teacher_weights"]:
-        from autovi_core.backbones import _sha256_prefix, read_state_dict
+        from autovi_core.backbones import read_state_dict, sha256_prefix
 
         path = Path(hp["teacher_weights"]).expanduser()
         state = read_state_dict(path)
@@ -196,7 +209,7 @@ def obtain_teacher(hp: dict[str, Any], train_images: Sequence[np.ndarray], devic
         except RuntimeError as exc:
             detail = str(exc).splitlines()[0][:300]
             raise ConfigError(f"teacher_weights {path} does not fit PDN-{hp['model_size']} with {hp['out_channels']} channels: {detail}") from None
-        return check.state_dict(), f"file {path} (sha256 {_sha256_prefix(path)})"
+        return check.state_dict(), f"file {path} (sha256 {sha256_prefix(path)})"
 
     from autovi_core.backbones import LITE0, weights_env_var
 

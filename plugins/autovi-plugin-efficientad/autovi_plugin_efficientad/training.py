@@ -27,7 +27,7 @@ from .inference import FusedEfficientAD
 from .losses import autoencoder_losses, hard_feature_loss, penalty_loss
 from .teacher import colour_jitter, grey
 
-NOT_TRAINING = ("teacher_source", "checkpoint_every", "checkpoint_dir")
+NOT_TRAINING = ("checkpoint_every", "checkpoint_dir")
 """Hyperparameters that do not change the trained networks (left out of the checkpoint fingerprint)."""
 
 

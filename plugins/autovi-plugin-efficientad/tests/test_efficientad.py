@@ -36,6 +36,7 @@ class TestEfficientADConformance(DetectorConformance):
 # --- networks ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", ["small", "medium"])
 def test_pdn_output_grid_and_receptive_field(size: str) -> None:
+    torch.manual_seed(0)
     network = pdn(size, 384, width=0.25)
     assert receptive_field(network) == (33, 4)
     assert network(torch.zeros(1, 3, 256, 256)).shape == (1, 384, 56, 56)
@@ -43,6 +44,7 @@ def test_pdn_output_grid_and_receptive_field(size: str) -> None:
 
 
 def test_pdn_output_depends_only_on_a_33_pixel_patch() -> None:
+    torch.manual_seed(0)
     network = pdn("small", 8, width=0.1)
     image = torch.randn(1, 3, 64, 64)
     changed = image.clone()
@@ -53,12 +55,14 @@ def test_pdn_output_depends_only_on_a_33_pixel_patch() -> None:
 
 
 def test_autoencoder_matches_the_pdn_grid() -> None:
+    torch.manual_seed(0)
     for size in (64, 256):
         assert Autoencoder(16, size, width=0.25)(torch.zeros(1, 3, size, size)).shape == (1, 16, output_side(size), output_side(size))
 
 
 # --- losses and normalisation ------------------------------------------------------------------------
 def test_hard_feature_loss_averages_only_the_hardest_errors() -> None:
+    torch.manual_seed(0)
     errors = torch.randperm(1000).double() + 1.0  # squared errors 1..1000 in random order
     student = errors.sqrt().reshape(1, 10, 10, 10).requires_grad_(True)
     loss = hard_feature_loss(torch.zeros(1, 10, 10, 10, dtype=torch.float64), student, q=0.99)
@@ -70,11 +74,13 @@ def test_hard_feature_loss_averages_only_the_hardest_errors() -> None:
 
 @pytest.mark.parametrize("q", [0.0, 0.1, 0.5, 0.9, 0.995, 0.999, 1.0])
 def test_quantile_matches_numpy(q: float) -> None:
+    torch.manual_seed(0)
     values = torch.randn(3, 17, 19, dtype=torch.float64)
     assert quantile(values, q).item() == pytest.approx(np.quantile(values.numpy(), q), rel=1e-12, abs=1e-12)
 
 
 def test_map_normalisation_maps_the_quantiles_to_0_and_0_1() -> None:
+    torch.manual_seed(0)
     maps = torch.rand(4, 30, 30, dtype=torch.float64) ** 3
     q_a, q_b = map_quantiles(maps, 0.9, 0.995)
     assert q_a == pytest.approx(np.quantile(maps.numpy(), 0.9)) and q_b == pytest.approx(np.quantile(maps.numpy(), 0.995))
@@ -107,6 +113,7 @@ def test_teacher_is_distilled_once_then_read_from_the_cache(private_cache: Path)
 
 
 def test_user_teacher_checkpoint_is_used(tmp_path: Path) -> None:
+    torch.manual_seed(0)
     network = pdn("small", 16, width=0.25)
     torch.save(network.state_dict(), tmp_path / "teacher.pth")
     before = teacher_module.DISTILLATIONS
@@ -151,4 +158,4 @@ def test_fused_path_matches_the_predicted_scores(small_data: ConformanceData) ->
     assert grids.shape == (3, output_side(64), output_side(64))
     prediction = detector.predict(small_data.test[:3], (64, 64))
     np.testing.assert_allclose(grids.flatten(1).max(1).values.numpy(), prediction.scores, rtol=1e-5)
-    assert detector.hparams["teacher_source"].startswith("distilled from")
+    assert detector.provenance["teacher_source"].startswith("distilled from")

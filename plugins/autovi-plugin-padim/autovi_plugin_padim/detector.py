@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.layer_preset import LayerPreset
 
 _COMMON: dict[str, Any] = {
     "weights": None,  # a state-dict file for the backbone (else hub cache, else the Lite0 package)
-    "weights_source": None,  # filled in when the backbone is loaded: where its weights came from
     "layers": None,  # feature layers; None = the preset for the backbone (strides 4, 8, 16)
     "eps": 0.01,
     "blur_sigma": 4.0,  # Gaussian sigma in pixels at a 224-px input; scaled with the input size
@@ -42,6 +42,15 @@ class PaDiM(Detector):
         # Lite0 blocks 1, 2, 4 give 24 + 40 + 112 = 176 channels: d = 176 keeps them all.
         "fast": {**_COMMON, "backbone": "tf_efficientnet_lite0", "resize": 128, "crop": None, "d": 176},
     }
+    # The paper's stride-4, -8 and -16 stages (ResNet-18 / WideResNet-50 layer1-3).
+    layer_preset: ClassVar[LayerPreset] = LayerPreset(
+        layers={
+            "wide_resnet50_2": ("layer1", "layer2", "layer3"),
+            "resnet18": ("layer1", "layer2", "layer3"),
+            "tf_efficientnet_lite0": ("blocks.1", "blocks.2", "blocks.4"),  # 24 + 40 + 112 = 176 channels
+        },
+        strides=(4, 8, 16),
+    )
     capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=("resnet18", "tf_efficientnet_lite0"))
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
@@ -62,7 +71,7 @@ class PaDiM(Detector):
         if self._extractor is None:
             from autovi_core.backbones import FeatureExtractor
 
-            self._extractor = FeatureExtractor.from_hparams("padim", self.hparams, self.device)
+            self._extractor = FeatureExtractor.from_hparams(self.hparams, self.layer_preset, self.device)
         return self._extractor
 
     def _choose_channels(self, total: int) -> np.ndarray:
@@ -95,13 +104,14 @@ class PaDiM(Detector):
             yield embedding.flatten(2)
 
     # --- the method ---------------------------------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+    def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         import torch
 
         from autovi_core.backbones import resolve_device
 
         from .gaussian import StreamingGaussian, batched_inverse
 
+        self.provenance["weights_source"] = self._feature_extractor().weights_source.description
         if len(images) < 2:
             raise ValueError(f"{self.name} needs at least 2 training images, got {len(images)}")
         self.channels = None
@@ -115,16 +125,14 @@ class PaDiM(Detector):
         inverse = batched_inverse(cov, dtype=torch.float32)
         del cov, stats  # release the float64 covariances before the copy to numpy
         self.inv_cov = inverse.cpu().numpy()
-        self.fitted = True
 
-    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
+    def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
         import torch
 
         from autovi_core.backbones import resolve_device
 
         from .gaussian import mahalanobis
 
-        self.check_fitted()
         device = resolve_device(self.device)
         mean, inv_cov = torch.from_numpy(self.mean).to(device), torch.from_numpy(self.inv_cov).to(device)
         geometry = self._geometry()
@@ -152,4 +160,3 @@ class PaDiM(Detector):
         self.mean = np.ascontiguousarray(state["mean"], dtype=np.float32)
         self.inv_cov = np.ascontiguousarray(state["inv_cov"], dtype=np.float32)
         self.grid = tuple(int(v) for v in state["grid"])
-        self.fitted = True

@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.layer_preset import LayerPreset
 
 _COMMON: dict[str, Any] = {
     "weights": None,  # a state-dict file for the backbone (else hub cache, else the Lite0 package)
-    "weights_source": None,  # filled in when the backbone is loaded: where its weights came from
     "layers": None,  # feature layers; None = the preset for the backbone (stride 8 and 16)
     "patch_size": 3,
     "target_dim": 1024,
@@ -62,6 +62,15 @@ class PatchCore(Detector):
             "batch_size": 16,
         },
     }
+    # The paper's stride-8 and stride-16 stages (WideResNet-50 layer2 + layer3).
+    layer_preset: ClassVar[LayerPreset] = LayerPreset(
+        layers={
+            "wide_resnet50_2": ("layer2", "layer3"),
+            "resnet18": ("layer2", "layer3"),
+            "tf_efficientnet_lite0": ("blocks.2", "blocks.4"),  # 40 + 112 = 152 channels
+        },
+        strides=(8, 16),
+    )
     capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=("wide_resnet50_2", "tf_efficientnet_lite0"))
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
@@ -81,7 +90,7 @@ class PatchCore(Detector):
         if self._extractor is None:
             from autovi_core.backbones import FeatureExtractor
 
-            self._extractor = FeatureExtractor.from_hparams("patchcore", self.hparams, self.device)
+            self._extractor = FeatureExtractor.from_hparams(self.hparams, self.layer_preset, self.device)
         return self._extractor
 
     def _patch_features(self, images: Sequence[np.ndarray], description: str) -> Any:
@@ -113,14 +122,13 @@ class PatchCore(Detector):
         return self._knn
 
     # --- the method ---------------------------------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+    def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         from autovi_core.backbones import resolve_device
         from autovi_core.progress import track
 
         from .coreset import coreset_indices
 
-        if len(images) < 1:
-            raise ValueError(f"{self.name} needs at least one training image")
+        self.provenance["weights_source"] = self._feature_extractor().weights_source.description
         features = self._patch_features(images, f"{self.name}: features of {len(images)} training images")
         n, d, h, w = features.shape
         bank = features.permute(0, 2, 3, 1).reshape(n * h * w, d)
@@ -136,13 +144,11 @@ class PatchCore(Detector):
         self.memory_bank = bank[keep.cpu()].numpy().astype(np.float32)
         self.grid = (h, w)
         self._knn = None
-        self.fitted = True
 
-    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
+    def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
 
         from .scoring import reweighted_image_scores
 
-        self.check_fitted()
         hp, geometry = self.hparams, self._geometry()
         features = self._patch_features(images, f"{self.name}: scoring {len(images)} images")
         n, d, h, w = features.shape
@@ -168,4 +174,3 @@ class PatchCore(Detector):
         self.memory_bank = np.ascontiguousarray(state["memory_bank"], dtype=np.float32)
         self.grid = tuple(int(v) for v in state["grid"])
         self._knn = None
-        self.fitted = True

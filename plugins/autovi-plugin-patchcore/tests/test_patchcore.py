@@ -54,6 +54,7 @@ def test_greedy_k_center_equals_brute_force_on_2d_points() -> None:
 
 
 def test_projection_is_identity_when_dimension_is_small() -> None:
+    torch.manual_seed(0)
     features = torch.randn(50, 8)
     assert random_projection(features, 128, torch.Generator().manual_seed(0)) is features
 
@@ -105,6 +106,7 @@ def test_reweighting_on_a_hand_computed_case() -> None:
 
 # --- patch features ----------------------------------------------------------------------------------
 def test_patch_features_average_neighbourhoods_and_align_grids() -> None:
+    torch.manual_seed(0)
     shallow, deep = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)
     out = patch_features({"a": shallow, "b": deep}, ["a", "b"], patch_size=3, target_dim=1024)
     assert out.shape == (2, 10, 8, 8)

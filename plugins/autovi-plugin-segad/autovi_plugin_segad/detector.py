@@ -47,7 +47,7 @@ from .classifier import PAPER_SETTINGS, BoostedForest
 from .features import feature_matrix
 from .segmentation import KMeansParts, UserPartMaps
 
-BASE_PREFERENCE: tuple[str, ...] = ("patchcore", "efficientad", "padim", "cflow", "rd4ad", "draem", "dsr")
+BASE_PREFERENCE: tuple[str, ...] = ("patchcore", "efficientad", "padim", "cflow", "draem", "dsr")
 """Order in which ``base_detectors="auto"`` picks the installed unsupervised detector (best first:
 PatchCore and EfficientAD lead the AutoVI/MVTec tables); any other unsupervised one comes after."""
 
@@ -64,7 +64,6 @@ _COMMON: dict[str, Any] = {
     "folds": 5,  # cross_fit: number of folds
     "n_parts": 4,
     "segmentation": "auto",  # auto (user maps if part_maps is set, else backbone, else colour) | backbone | colour | user
-    "segmentation_source": None,  # filled in by fit: user, backbone or colour
     "segmentation_input": 128,  # network input size of the backbone k-means features
     "position_weight": 0.5,  # weight of (row, col) in [0, 1] next to RGB in [0, 1] for colour k-means
     "part_maps": None,  # folder of user part maps: [<split>/]<defect_dir>/<stem>.(npy|png) or <stem>.(npy|png)
@@ -81,11 +80,13 @@ class SegAD(Detector):
         "paper": {**_COMMON, "map_size": 256},
         "fast": {**_COMMON, "map_size": 64},
     }
+    hparam_types: ClassVar[dict[str, tuple[type, ...]]] = {"base_detectors": (str, list)}
     capabilities = Capabilities(needs_gpu=False, supervised=True, pretrained_assets=("tf_efficientnet_lite0",))
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
         super().__init__(profile, seed=seed, device=device, **overrides)
-        self.hparams["base_detectors"] = resolve_base_detectors(self.hparams["base_detectors"])
+        self.base_names = resolve_base_detectors(self.hparams["base_detectors"])
+        """The base detectors ``base_detectors`` resolves to (``auto``: the best installed one)."""
         if self.hparams["segmentation"] not in SEGMENTATIONS:
             raise ConfigError(f"unknown segmentation {self.hparams['segmentation']!r}; valid: {', '.join(SEGMENTATIONS)}")
         if not 0 < float(self.hparams["held_out_fraction"]) < 1:
@@ -112,13 +113,13 @@ class SegAD(Detector):
         hp = self.hparams
         profile = hp["base_profile"] or self.profile
         overrides = dict(hp["base_overrides"] or {})
-        unknown = set(overrides) - set(hp["base_detectors"])
+        unknown = set(overrides) - set(self.base_names)
         if unknown:
-            raise ConfigError(f"base_overrides names {sorted(unknown)}, which are not among base_detectors {hp['base_detectors']}")
+            raise ConfigError(f"base_overrides names {sorted(unknown)}, which are not among base_detectors {self.base_names}")
         registry = get_registry()
         return [
             registry.create_detector(name, profile, seed=self.seed, device=self.device, **dict(overrides.get(name, {})))
-            for name in hp["base_detectors"]
+            for name in self.base_names
         ]
 
     def split_goods(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +143,6 @@ class SegAD(Detector):
         bases = self.make_bases()
         for base in bases:
             base.fit(goods)
-            base.fitted = True
         return bases
 
     def negative_maps(self, goods: Sequence[np.ndarray]) -> tuple[np.ndarray, list[list[np.ndarray]]]:
@@ -159,7 +159,7 @@ class SegAD(Detector):
             self.bases = self.fitted_bases(select_images(goods, base_train))
             return held_out, self.raw_maps_at_own_size(select_images(goods, held_out))
         folds = self.fold_goods(len(goods))
-        raw: list[list[np.ndarray]] = [[] for _ in self.hparams["base_detectors"]]
+        raw: list[list[np.ndarray]] = [[] for _ in self.base_names]
         for fold in folds:
             inside = set(fold.tolist())
             self.bases = self.fitted_bases(select_images(goods, [i for i in range(len(goods)) if i not in inside]))
@@ -169,24 +169,24 @@ class SegAD(Detector):
         return np.concatenate(folds), raw
 
     def make_segmenter(self, goods: Sequence[np.ndarray]) -> KMeansParts | UserPartMaps:
-        """The part segmentation chosen by ``segmentation`` (records the source in the hyperparameters)."""
+        """The part segmentation chosen by ``segmentation`` (records the source in the provenance)."""
         hp = self.hparams
         mode, n_parts = hp["segmentation"], int(hp["n_parts"])
         if mode == "user" or (mode == "auto" and hp["part_maps"]):
             if not hp["part_maps"]:
                 raise ConfigError("segmentation='user' needs the part_maps folder")
-            hp["segmentation_source"] = "user"
+            self.provenance["segmentation_source"] = "user"
             return UserPartMaps(hp["part_maps"], hp["part_maps_images"], n_parts)
         settings = {"input_size": hp["segmentation_input"], "position_weight": hp["position_weight"], "device": self.device, "seed": self.seed}
         if mode in ("auto", "backbone"):
             try:
                 segmenter = KMeansParts(n_parts, "backbone", **settings).fit(goods, self.grid)
-                hp["segmentation_source"] = "backbone"
+                self.provenance["segmentation_source"] = "backbone"
                 return segmenter
             except (ConfigError, ImportError):
                 if mode == "backbone":
                     raise
-        hp["segmentation_source"] = "colour"
+        self.provenance["segmentation_source"] = "colour"
         return KMeansParts(n_parts, "colour", **settings).fit(goods, self.grid)
 
     def normalise(self, j: int, maps: np.ndarray) -> np.ndarray:
@@ -225,7 +225,7 @@ class SegAD(Detector):
         return BoostedForest(self.seed, self.hparams["n_jobs"], **settings)
 
     # --- the method ---------------------------------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+    def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         if labelled is None or not labelled.images:
             raise ConfigError(f"{self.name} is supervised: fit needs labelled defective images")
         self.segmenter = self.make_segmenter(images)
@@ -239,10 +239,9 @@ class SegAD(Detector):
         grid = [self.to_grid([self.normalise(j, m) for m in maps]) for j, maps in enumerate(raw)]
         labels = np.r_[np.zeros(len(negatives)), np.ones(len(labelled.images))]
         self.forest = self.make_forest().fit(self.features(grid, rows), labels)
-        self.fitted = True
+        self.provenance["base_detectors"] = {name: dict(base.provenance) for name, base in zip(self.base_names, self.bases)}
 
-    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
-        self.check_fitted()
+    def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
         full = self.base_maps(images, tuple(output_size))
         grid = [self.to_grid(maps) for maps in full]
         scores = self.forest.score(self.features(grid, images))
@@ -262,7 +261,7 @@ class SegAD(Detector):
         hp = self.hparams
         self.map_low = np.asarray(state["map_low"], np.float64)
         self.map_high = np.asarray(state["map_high"], np.float64)
-        source = hp["segmentation_source"]
+        source = self.provenance["segmentation_source"]
         if source == "user":
             self.segmenter = UserPartMaps(hp["part_maps"], hp["part_maps_images"], int(hp["n_parts"]))
         else:
@@ -274,7 +273,7 @@ class SegAD(Detector):
     def save_extra(self, directory: Path) -> None:
         """``forest.json`` (xgboost JSON) and every base detector under ``bases/<i>-<name>/``."""
         self.forest.save(directory / "forest.json")
-        for i, (name, base) in enumerate(zip(self.hparams["base_detectors"], self.bases)):
+        for i, (name, base) in enumerate(zip(self.base_names, self.bases)):
             base.save(directory / "bases" / f"{i}-{name}")
 
     def load_extra(self, directory: Path) -> None:
@@ -283,7 +282,7 @@ class SegAD(Detector):
         registry = get_registry()
         self.bases = [
             registry.detector_class(name).load(directory / "bases" / f"{i}-{name}", device=self.device)
-            for i, name in enumerate(self.hparams["base_detectors"])
+            for i, name in enumerate(self.base_names)
         ]
         settings = {key: self.hparams[key] for key in PAPER_SETTINGS}
         self.forest = BoostedForest.load(directory / "forest.json", self.seed, self.hparams["n_jobs"], **settings)

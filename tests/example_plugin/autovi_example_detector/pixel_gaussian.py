@@ -34,16 +34,14 @@ class PixelGaussian(Detector):
     }
     capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=())
 
-    def fit(self, images: Sequence[np.ndarray], labelled=None) -> None:
+    def learn(self, images: Sequence[np.ndarray], labelled=None) -> None:
         if len(images) < 2:
             raise ValueError(f"{self.name} needs at least 2 training images, got {len(images)}")
         data = _prepare(images, self.hparams["size"], self.hparams["blur"])
         self.mean_ = data.mean(axis=0)
         self.std_ = np.maximum(data.std(axis=0, ddof=1), self.hparams["min_std"]).astype(np.float32)
-        self.fitted = True
 
-    def predict(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
-        self.check_fitted()
+    def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
         data = _prepare(images, self.hparams["size"], self.hparams["blur"])
         z = np.abs(data - self.mean_) / self.std_
         maps = np.empty((len(images), *output_size), dtype=np.float32)
