@@ -6,13 +6,17 @@ import textwrap
 from pathlib import Path
 
 
-def make_plugin(site: Path, distribution: str, entry_name: str, module: str, source: str, version: str = "0.0.1") -> Path:
-    """Write ``module.py`` and a dist-info registering it under the ``autovi`` entry-point group."""
+def make_plugin(
+    site: Path, distribution: str, entry_name: str, module: str, source: str, version: str = "0.0.1", requires: tuple[str, ...] = ()
+) -> Path:
+    """Write ``module.py`` and a dist-info registering it under the ``autovi`` entry-point group
+    (``requires``: its Requires-Dist lines, e.g. ``autovi-core>=1.0,<2``)."""
     site.mkdir(parents=True, exist_ok=True)
     (site / f"{module}.py").write_text(textwrap.dedent(source))
     info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
     info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    requirements = "".join(f"Requires-Dist: {line}\n" for line in requires)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n{requirements}")
     (info / "entry_points.txt").write_text(f"[autovi]\n{entry_name} = {module}\n")
     return site
 
