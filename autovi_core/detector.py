@@ -1,14 +1,14 @@
 """The detector interface every method plugin implements.
 
 A detector is built from a *profile* of hyperparameters (``paper`` = the paper's values, ``fast`` =
-small values for CPU smoke runs) plus explicit overrides, learns from defect-free images in
-``fit`` and returns image scores and anomaly maps in ``predict``. Images are handed over in
+small values for CPU smoke runs) plus type-checked overrides. The core's ``fit`` calls the
+plugin's ``learn`` on defect-free images and the core's ``predict`` calls its ``infer``, which
+returns image scores and anomaly maps. Images are handed over in
 :data:`autovi_core.dataset.IMAGE_LAYOUT` ((H, W, 3) uint8 RGB arrays).
 
 Learned state is saved without pickle: ``state_dict`` returns named numpy arrays (written as
-``.npz`` with ``allow_pickle=False``), hyperparameters go to JSON. Detectors holding torch modules
-may override ``save``/``load`` to write safetensors or ``torch.save`` files read back with
-``weights_only=True``.
+``.npz`` with ``allow_pickle=False``); hyperparameters, provenance and versions go to JSON.
+Detectors holding other files write them in ``save_extra`` and read them in ``load_extra``.
 """
 
 from __future__ import annotations
