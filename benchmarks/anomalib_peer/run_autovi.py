@@ -103,8 +103,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "load_avg": os.getloadavg(),
-        "settings": {k: hp[k] for k in sorted(hp) if k != "weights_source"},
-        "weights_source": hp.get("weights_source"),
+        "settings": {k: hp[k] for k in sorted(hp)},
+        "weights_source": detector.provenance.get("weights_source"),
     }
     if (
         args.method == "patchcore"
