@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/autovi-plugin-*)
+# examples/autovi-plugin-pixel-gaussian = `autovi new-plugin pixel_gaussian` (tests/test_scaffold.py)
+EXAMPLES := $(wildcard examples/autovi-plugin-*)
 STAMP := $(VENV)/.installed
 # The torch build pip finds on this machine kind's disk (override for another CUDA or CPU build).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 # Re-install only when a project file changed.
-INSTALL_INPUTS := pyproject.toml tests/example_plugin/pyproject.toml $(wildcard plugins/*/pyproject.toml)
+INSTALL_INPUTS := pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcard examples/*/pyproject.toml)
 
 .PHONY: install test run bench clean
 
@@ -18,11 +20,12 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e ".[test,ray]"
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q --no-build-isolation -e tests/example_plugin $(foreach p,$(PLUGINS),-e $(p))
+	$(BIN)/python -m pip uninstall -q -y autovi-example-detector 2>/dev/null || true  # the example plugin before 1.0 (tests/example_plugin)
+	$(BIN)/python -m pip install -q --no-build-isolation $(foreach p,$(EXAMPLES) $(PLUGINS),-e $(p))
 	touch $(STAMP)
 
 test: install
-	AUTOVI_NO_PROGRESS=1 $(BIN)/python -m pytest -q tests plugins/*/tests
+	AUTOVI_NO_PROGRESS=1 $(BIN)/python -m pytest -q tests plugins/*/tests examples/*/tests
 
 RUN_DIR ?= runs/make-run-$(shell date +%Y%m%d-%H%M%S)
 # make run EXECUTOR=ray: the experiments run concurrently

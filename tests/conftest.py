@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE_PLUGIN = Path(__file__).parent / "example_plugin"
+# examples/autovi-plugin-pixel-gaussian is what `autovi new-plugin pixel_gaussian` writes (tests/test_scaffold.py).
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "autovi-plugin-pixel-gaussian"
 
 
 def _install_example_plugin() -> None:
-    """Install tests/example_plugin (a separate distribution) into this environment if absent."""
+    """Install the example plugin (a separate distribution) into this environment if absent."""
     try:
-        metadata.distribution("autovi-example-detector")
+        metadata.distribution("autovi-plugin-pixel-gaussian")
         return
     except metadata.PackageNotFoundError:
         pass

@@ -45,10 +45,10 @@ class Recorder(Detector):
     capabilities = Capabilities()
     seen: ClassVar[dict[str, list[Any]]] = {}
 
-    def fit(self, images, labelled=None):  # type: ignore[no-untyped-def]
+    def learn(self, images, labelled):  # type: ignore[no-untyped-def]
         Recorder.seen["fit"] = [image_paths(images)]
 
-    def predict(self, images, output_size):  # type: ignore[no-untyped-def]
+    def infer(self, images, output_size):  # type: ignore[no-untyped-def]
         Recorder.seen.setdefault("predict", []).append(image_paths(images))
         return Prediction(scores=np.arange(len(images), dtype=float), maps=np.zeros((len(images), *output_size)))
 
