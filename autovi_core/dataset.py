@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .files import IMAGE_SUFFIXES, is_image_file  # noqa: F401 - IMAGE_SUFFIXES re-exported
 
 IMAGE_LAYOUT = "HWC uint8 RGB"
 """Layout of every image handed to a detector: (height, width, 3), uint8, RGB."""
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".PNG")
-
 
 @dataclass(frozen=True)
 class DefectConfig:
@@ -139,7 +137,7 @@ class KeyedImages(list):
 
     A plain ``list`` to everyone who does not care; ``paths[i]`` is image ``i``'s path relative to
     its category folder (e.g. ``test/scratch/003.png``). :meth:`Category.load_images` returns
-    these, so detectors that must match images to side files (SegAD's user part maps) can call
+    these, so detectors that must match images to side files (e.g. user-given part maps) can call
     :func:`image_paths` on what ``fit``/``predict`` receive. Slicing gives a plain list.
     """
 
@@ -313,5 +311,5 @@ def list_images(folder: Path) -> list[Path]:
     """Image files in ``folder`` sorted by name (hidden files skipped)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if is_image_file(p) and p.is_file())
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import ConfigError, ContractError, DataError, NotFittedError
+from .files import atomic_write
 from .hparams import Hyperparameters, check_override
 
 PROFILES = ("paper", "fast")
@@ -221,9 +221,6 @@ class Detector(ABC):
 
         self.check_fitted()
         target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         config = {
             "detector": self.name,
             "profile": self.profile,
@@ -233,12 +230,11 @@ class Detector(ABC):
             "api_version": API_VERSION,
             "autovi_core": core_version(),
         }
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=json_default))
-        np.savez(tmp / "state.npz", **self.state_dict())
-        self.save_extra(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with atomic_write(target) as tmp:
+            tmp.mkdir()
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, default=json_default))
+            np.savez(tmp / "state.npz", **self.state_dict())
+            self.save_extra(tmp)
         return target
 
     @classmethod

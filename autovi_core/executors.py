@@ -94,7 +94,7 @@ class LocalExecutor:
                 except EOFError:
                     pass
                 process.join()
-                return failure_record(task, _death_reason(process.exitcode, self.memory_limit_mb)), None
+                return failure_record(task, death_reason(process.exitcode, self.memory_limit_mb)), None
             process.kill()
             return failure_record(task, f"timed out after {self.timeout:g} s"), None
         finally:
@@ -201,7 +201,7 @@ class RayExecutor:
                 ray.shutdown()
 
 
-def _death_reason(exitcode: int | None, memory_limit_mb: float | None = None) -> str:
+def death_reason(exitcode: int | None, memory_limit_mb: float | None = None) -> str:
     if exitcode is not None and exitcode < 0:
         import signal
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
+from .files import atomic_write
 
 MAP_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
 
@@ -134,23 +134,14 @@ def resize_map(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized.resize((width, height), Image.Resampling.BILINEAR))
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def write_png8(path: Path, array: np.ndarray) -> None:
     """Write a map already scaled to [0, 255] as an 8-bit grey PNG (rounded, saturated), atomically."""
-    path = Path(path)
-    tmp = _atomic_target(path)
     data = np.clip(np.rint(np.asarray(array, dtype=np.float64)), 0, 255).astype(np.uint8)
-    Image.fromarray(data).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(data).save(tmp, format="PNG")
 
 
 def write_float_tiff(path: Path, array: np.ndarray) -> None:
     """Write a float32 map as a single-channel TIFF, atomically."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.float32)).save(tmp, format="TIFF")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array, dtype=np.float32)).save(tmp, format="TIFF")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 class LayerPreset:
     """A method's feature layers: named per backbone (timm ``feature_info`` module names), and for
     other backbones the last layer at each of ``strides``. Plugins define their own presets
-    (e.g. PatchCore's stride-8 and stride-16 stages); the core knows none by method name."""
+    (e.g. the stride-8 and stride-16 stages); the core knows none by method name."""
 
     layers: Mapping[str, tuple[str, ...]]
     strides: tuple[int, ...]

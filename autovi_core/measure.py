@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import Iterator
 
+from .device import resolve_device  # noqa: F401 - re-exported: its home is autovi_core.device
+
 
 @contextmanager
 def stopwatch() -> Iterator[dict[str, float]]:
@@ -53,31 +55,3 @@ def distribution_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` becomes ``cuda:0`` when torch sees a GPU, else ``cpu``; ``cuda`` becomes ``cuda:0``."""
-    from .errors import ConfigError
-
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise ConfigError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
-    if device == "cpu":
-        return "cpu"
-    has_cuda = False
-    # Only import torch (about 1 s and hundreds of MB) when an NVIDIA driver is present at all.
-    if distribution_version("torch") is not None and _nvidia_driver_present():
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    if device == "auto":
-        return "cuda:0" if has_cuda else "cpu"
-    if not has_cuda:
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is visible to torch")
-    return "cuda:0" if device == "cuda" else device
-
-
-def _nvidia_driver_present() -> bool:
-    import glob
-    import os
-
-    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))

@@ -1,7 +1,7 @@
 """The registry: every detector, dataset and metric contributed by the loaded plugins, by name.
 
-This is also how one plugin uses another (SegAD builds its base detectors with
-``registry.create_detector("patchcore", ...)``): never by importing it.
+This is also how one plugin uses another (a detector that combines others builds them with
+``registry.create_detector(name, ...)``): never by importing it.
 """
 
 from __future__ import annotations

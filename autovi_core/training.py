@@ -1,4 +1,4 @@
-"""Training plumbing shared by the trained detector plugins (DRAEM, CFlow-AD, EfficientAD, ...).
+"""Training plumbing shared by the detector plugins that train networks.
 
 Imported only by plugins (never by the core at import time), like :mod:`autovi_core.backbones`, so
 that ``autovi list`` stays torch-free.
@@ -6,7 +6,7 @@ that ``autovi list`` stays torch-free.
 - :func:`run_fingerprint`: a hash of what determines a training run (hyperparameters minus the
   bookkeeping ones, seed, training images), stored in every checkpoint.
 - :class:`Checkpointer`: resumable training checkpoints holding tensors, numbers and strings only,
-  written atomically (temporary name, then :func:`os.replace`) and read back with
+  written atomically (:func:`autovi_core.files.atomic_write`) and read back with
   ``torch.load(weights_only=True)``. Either one rolling file (``name=...``) or step-numbered files
   resumed from the newest; a checkpoint of another run is skipped or refused (``on_mismatch``).
 - :func:`autocast` (bfloat16 on CUDA, nothing on the CPU) and :func:`deterministic` (deterministic
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError
+from .files import atomic_write
 
 STEP_PATTERN = "step-{step:09d}.pt"
 """File name of a step-numbered checkpoint (zero-padded so that names sort by step)."""
@@ -102,15 +103,10 @@ class Checkpointer:
         return self.folder is not None and bool(self.every) and (step % self.every == 0 or last)
 
     def save(self, step: int, payload: Mapping[str, Any]) -> Path:
-        """Write the checkpoint after ``step`` atomically (temporary file, then ``os.replace``)."""
+        """Write the checkpoint after ``step`` atomically (:func:`~autovi_core.files.atomic_write`)."""
         path = self.path(step)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        with atomic_write(path) as tmp:
             torch.save({**payload, self.step_field: step, "fingerprint": self.key}, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     def maybe_save(self, step: int, payload: Mapping[str, Any], *, last: bool = False) -> Path | None:

@@ -34,7 +34,7 @@ def test_list_json_shows_core_datasets_metrics_and_example(example_plugin):
         assert by_kind[("dataset", name)]["distribution"] == "autovi-core"
         assert by_kind[("dataset", name)]["status"] == "ok"
     assert ("metric", "image_classification") in by_kind and ("metric", "localisation") in by_kind
-    assert by_kind[("detector", "pixel_gaussian")]["distribution"] == "autovi-example-detector"
+    assert by_kind[("detector", "pixel_gaussian")]["distribution"] == "autovi-plugin-pixel-gaussian"
 
 
 def test_broken_plugin_is_listed_not_fatal(tmp_path):
@@ -65,7 +65,7 @@ def test_plugins_and_exclude_options(tmp_path):
     site = make_plugin(tmp_path / "site", "autovi-broken", "broken", "autovi_broken_mod3", "raise ImportError('x')\n")
     names = {e["name"] for e in json.loads(autovi("--exclude", "broken", "list", "--json", site=site).stdout)}
     assert "broken" not in names and "pixel_gaussian" in names
-    names = {e["name"] for e in json.loads(autovi("--plugins", "example", "list", "--json", site=site).stdout)}
+    names = {e["name"] for e in json.loads(autovi("--plugins", "pixel_gaussian", "list", "--json", site=site).stdout)}
     assert "broken" not in names and "pixel_gaussian" in names and "synthetic" in names
 
 
@@ -149,7 +149,7 @@ def test_run_writes_contract_results_and_resumes(tmp_path, example_plugin):
 def test_all_plugins_skips_broken_ones_with_a_warning(tmp_path, example_plugin):
     site = make_plugin(tmp_path / "site", "autovi-broken", "broken", "autovi_broken_mod4", "import no_such_module_q\n")
     out = tmp_path / "run"
-    proc = autovi("--plugins", "broken,example", "run", "--all-plugins", "-c", "clip_assembly", "--output", str(out), site=site)
+    proc = autovi("--plugins", "broken,pixel_gaussian", "run", "--all-plugins", "-c", "clip_assembly", "--output", str(out), site=site)
     assert "skipping broken plugin 'broken'" in proc.stderr and "no_such_module_q" in proc.stderr
     assert {r["detector"] for r in _lines(out / "results.jsonl")} == {"pixel_gaussian"}
 
@@ -280,12 +280,12 @@ def test_evaluate_reads_rgb_and_float_maps_like_8_bit(tmp_path):
 def test_death_reasons_name_the_signal_and_the_likely_cause() -> None:
     import signal
 
-    from autovi_core.executors import _death_reason
+    from autovi_core.executors import death_reason
 
-    assert _death_reason(-signal.SIGKILL) == "experiment process was killed by SIGKILL (out of memory?)"
-    assert _death_reason(-signal.SIGABRT) == "experiment process was killed by SIGABRT"
-    assert "--memory-limit 3000 MB" in _death_reason(-signal.SIGABRT, 3000.0)
-    assert _death_reason(3) == "experiment process died (exit code 3)"
+    assert death_reason(-signal.SIGKILL) == "experiment process was killed by SIGKILL (out of memory?)"
+    assert death_reason(-signal.SIGABRT) == "experiment process was killed by SIGABRT"
+    assert "--memory-limit 3000 MB" in death_reason(-signal.SIGABRT, 3000.0)
+    assert death_reason(3) == "experiment process died (exit code 3)"
 
 
 def test_ray_executor_explains_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:

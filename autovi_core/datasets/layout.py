@@ -7,18 +7,17 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from ..dataset import IMAGE_SUFFIXES, Sample
+from ..dataset import Sample
 from ..errors import DataError
+from ..files import IMAGE_SUFFIXES
+from ..files import is_image_file as has_image_name
 
 LOOKUP_VALUE = 0
 """``GroundTruthChannel.pixel_value`` meaning "read the value from the mask PNG when loading"."""
 
-_SUFFIXES = frozenset(s.lower() for s in IMAGE_SUFFIXES)
-
-
 def is_image_file(path: Path) -> bool:
     """Whether ``path`` is a regular file with an image suffix (case-insensitive)."""
-    return path.is_file() and path.suffix.lower() in _SUFFIXES
+    return has_image_name(path) and path.is_file()
 
 
 def visible_entries(folder: Path) -> list[Path]:
@@ -33,7 +32,7 @@ def split_images(folder: Path) -> list[Path]:
     images = []
     for entry in visible_entries(folder):
         if not is_image_file(entry):
-            raise DataError(f"{entry}: not an image file (expected one of {', '.join(sorted(_SUFFIXES))})")
+            raise DataError(f"{entry}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
         images.append(entry)
     if not images:
         raise DataError(f"{folder}: folder holds no images")

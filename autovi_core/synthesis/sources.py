@@ -19,6 +19,7 @@ from PIL import Image
 from scipy.ndimage import rotate as nd_rotate
 
 from ..errors import ConfigError, DataError
+from ..files import IMAGE_SUFFIXES, is_image_file
 from .perlin import perlin_mask, perlin_noise
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
 ]
 
 SOURCE_KINDS = ("auto", "folder", "procedural", "train_crops")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class AnomalySource(Protocol):
@@ -74,7 +74,7 @@ class TextureFolderSource:
         self.folder = Path(folder).expanduser()
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: texture folder does not exist")
-        self.files = sorted(p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = sorted(p for p in self.folder.rglob("*") if is_image_file(p))
         if not self.files:
             raise DataError(f"{self.folder}: texture folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         self.cache_size = cache_size

@@ -13,33 +13,16 @@ map average-pooled over a 21x21 window (at 256 px; the window scales with the in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
 from autovi_core.errors import ConfigError
 from autovi_core.progress import track
-from autovi_core.synthesis import SOURCE_KINDS, make_source
-from autovi_core.training import (
-    Checkpointer,
-    autocast,
-    deterministic,
-    focal_loss,
-    make_loader,
-    module_state_from_numpy,
-    module_state_to_numpy,
-    prepare_images,
-    run_fingerprint,
-    step_lr,
-    to_chw,
-)
 
-from .losses import ssim
-from .networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
-from .training import DraemTrainingSet
+if TYPE_CHECKING:  # torch is imported where it is used, so that registering the plugin stays light
+    import torch
 
 _COMMON: dict[str, Any] = {
     "anomaly_source": "auto",
@@ -63,7 +46,7 @@ CHECKPOINT_NAME = "draem_checkpoint.pt"
 _NOT_TRAINING = ("checkpoint_every", "checkpoint_dir", "num_workers", "score_pool", "predict_batch_size")
 
 
-class Draem(Detector):
+class DRAEM(Detector):
     name = "draem"
     description = "DRAEM: reconstructive + discriminative sub-networks trained on synthetic Perlin-mask anomalies."
     profiles = {
@@ -101,6 +84,8 @@ class Draem(Detector):
     capabilities = Capabilities(needs_gpu=True, supervised=False, pretrained_assets=())
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
+        from autovi_core.synthesis import SOURCE_KINDS
+
         super().__init__(profile, seed=seed, device=device, **overrides)
         if self.hparams["anomaly_source"] not in SOURCE_KINDS:
             raise ConfigError(f"draem: anomaly_source must be one of {', '.join(SOURCE_KINDS)}, got {self.hparams['anomaly_source']!r}")
@@ -109,6 +94,10 @@ class Draem(Detector):
 
     # --- model --------------------------------------------------------------------------------
     def _build(self) -> None:
+        import torch
+
+        from .networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
+
         hp = self.hparams
         torch.manual_seed(self.seed)
         self.recon = ReconstructiveSubNetwork(hp["recon_width"], hp["recon_depth"]).to(self.device)
@@ -121,6 +110,20 @@ class Draem(Detector):
 
     # --- training -----------------------------------------------------------------------------
     def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+        import torch
+
+        from autovi_core.synthesis import make_source
+        from autovi_core.training import (
+            Checkpointer,
+            deterministic,
+            make_loader,
+            prepare_images,
+            run_fingerprint,
+            step_lr,
+        )
+
+        from .training import DraemTrainingSet
+
         hp = self.hparams
         self._check_size()
         data = prepare_images(images, hp["image_size"])
@@ -155,6 +158,13 @@ class Draem(Detector):
         self.disc.eval()
 
     def _train_epoch(self, loader: torch.utils.data.DataLoader, optimizer: torch.optim.Optimizer) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        from autovi_core.training import autocast, focal_loss
+
+        from .losses import ssim
+
         hp = self.hparams
         self.recon.train()
         self.disc.train()
@@ -174,29 +184,38 @@ class Draem(Detector):
             optimizer.step()
 
     # --- inference ----------------------------------------------------------------------------
-    @torch.inference_mode()
     def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
-        hp = self.hparams
-        self.recon.eval()
-        self.disc.eval()
-        pool = max(1, int(hp["score_pool"])) | 1  # odd window, stride 1, same size
-        scores, maps = [], []
-        step = hp["predict_batch_size"]
-        for start in range(0, len(images), step):
-            x = to_chw(prepare_images(images[start : start + step], hp["image_size"]), self.device)
-            with autocast(self.device):
-                logits = self.disc(torch.cat([x, self.recon(x)], dim=1))
-            amap = torch.softmax(logits.float(), dim=1)[:, 1:]
-            pooled = F.avg_pool2d(amap, pool, stride=1, padding=pool // 2)
-            scores.append(pooled.flatten(1).max(dim=1).values.cpu())
-            maps.append(F.interpolate(amap, size=tuple(output_size), mode="bilinear", align_corners=False)[:, 0].cpu())
-        return Prediction(scores=torch.cat(scores).double().numpy(), maps=torch.cat(maps).numpy())
+        import torch
+        import torch.nn.functional as F
+
+        from autovi_core.training import autocast, prepare_images, to_chw
+
+        with torch.inference_mode():
+            hp = self.hparams
+            self.recon.eval()
+            self.disc.eval()
+            pool = max(1, int(hp["score_pool"])) | 1  # odd window, stride 1, same size
+            scores, maps = [], []
+            step = hp["predict_batch_size"]
+            for start in range(0, len(images), step):
+                x = to_chw(prepare_images(images[start : start + step], hp["image_size"]), self.device)
+                with autocast(self.device):
+                    logits = self.disc(torch.cat([x, self.recon(x)], dim=1))
+                amap = torch.softmax(logits.float(), dim=1)[:, 1:]
+                pooled = F.avg_pool2d(amap, pool, stride=1, padding=pool // 2)
+                scores.append(pooled.flatten(1).max(dim=1).values.cpu())
+                maps.append(F.interpolate(amap, size=tuple(output_size), mode="bilinear", align_corners=False)[:, 0].cpu())
+            return Prediction(scores=torch.cat(scores).double().numpy(), maps=torch.cat(maps).numpy())
 
     # --- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
+        from autovi_core.training import module_state_to_numpy
+
         return {**module_state_to_numpy("recon", self.recon), **module_state_to_numpy("disc", self.disc)}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        from autovi_core.training import module_state_from_numpy
+
         module_state_from_numpy("recon", self.recon, state)
         module_state_from_numpy("disc", self.disc, state)
         self.recon.to(self.device).eval()

@@ -5,6 +5,6 @@ from autovi_core import hookimpl
 
 @hookimpl
 def autovi_register_detectors():
-    from .detector import Draem
+    from .detector import DRAEM
 
-    return [Draem]
+    return [DRAEM]

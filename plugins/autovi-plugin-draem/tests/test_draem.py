@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from autovi_core.testing import DetectorConformance
-from autovi_plugin_draem.detector import Draem
+from autovi_plugin_draem.detector import DRAEM
 from autovi_core.training import focal_loss
 from autovi_plugin_draem.losses import gaussian_window, ssim
 from autovi_plugin_draem.networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
@@ -18,7 +18,7 @@ from autovi_plugin_draem.networks import DiscriminativeSubNetwork, Reconstructiv
 TINY = {"epochs": 12, "samples_per_epoch": 40}
 
 
-class TestDraemConformance(DetectorConformance):
+class TestDRAEMConformance(DetectorConformance):
     detector = "draem"
     category = "textured_plate"
     overrides = TINY
@@ -88,7 +88,7 @@ def test_network_shapes() -> None:
 
 
 def test_paper_profile_matches_the_paper() -> None:
-    paper = Draem.profiles["paper"]
+    paper = DRAEM.profiles["paper"]
     assert (paper["image_size"], paper["epochs"], paper["batch_size"], paper["lr"]) == (256, 700, 8, 1e-4)
     assert (paper["recon_width"], paper["disc_width"], paper["score_pool"]) == (128, 64, 21)
     assert paper["lr_milestones"] == [0.8, 0.9] and paper["lr_gamma"] == 0.2
@@ -104,25 +104,25 @@ MINI = {"image_size": 32, "recon_width": 4, "disc_width": 4, "samples_per_epoch"
 
 
 def test_records_the_anomaly_source() -> None:
-    detector = Draem("fast", seed=1, epochs=1, anomaly_source="procedural", **MINI)
+    detector = DRAEM("fast", seed=1, epochs=1, anomaly_source="procedural", **MINI)
     detector.fit(_images())
     assert detector.provenance["anomaly_source"].startswith("procedural")
 
 
 def test_checkpoint_resume_equals_uninterrupted_training(tmp_path: Path) -> None:
     images = _images()
-    straight = Draem("fast", seed=3, epochs=4, **MINI)
+    straight = DRAEM("fast", seed=3, epochs=4, **MINI)
     straight.fit(images)
     expected = straight.predict(images, (32, 32))
 
     hp = {**MINI, "epochs": 4, "checkpoint_every": 2, "checkpoint_dir": str(tmp_path / "ckpt")}
-    interrupted = Draem("fast", seed=3, **hp)
+    interrupted = DRAEM("fast", seed=3, **hp)
     interrupted._stop_after_epoch = 2
     interrupted.fit(images)
     assert (tmp_path / "ckpt" / "draem_checkpoint.pt").is_file()
     assert torch.load(tmp_path / "ckpt" / "draem_checkpoint.pt", weights_only=True)["epoch"] == 2
 
-    resumed = Draem("fast", seed=3, **hp)
+    resumed = DRAEM("fast", seed=3, **hp)
     resumed.fit(images)
     assert resumed.resumed_from_epoch == 2
     got = resumed.predict(images, (32, 32))
@@ -134,6 +134,6 @@ def test_checkpoint_of_other_data_is_refused(tmp_path: Path) -> None:
     from autovi_core.errors import ConfigError
 
     hp = {**MINI, "epochs": 1, "checkpoint_every": 1, "checkpoint_dir": str(tmp_path)}
-    Draem("fast", seed=0, **hp).fit(_images())
+    DRAEM("fast", seed=0, **hp).fit(_images())
     with pytest.raises(ConfigError, match="checkpoint"):
-        Draem("fast", seed=0, **hp).fit(_images()[:3])
+        DRAEM("fast", seed=0, **hp).fit(_images()[:3])

@@ -21,34 +21,16 @@ average-pooled *coarse* mask.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
 from autovi_core.errors import ConfigError
 from autovi_core.progress import track
 
-from autovi_core.training import (
-    Checkpointer,
-    autocast,
-    deterministic,
-    focal_loss,
-    make_loader,
-    module_state_from_numpy,
-    module_state_to_numpy,
-    prepare_images,
-    run_fingerprint,
-    step_lr,
-    to_chw,
-)
-
-from .data import Stage2Set, Stage3Set
-from .networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours, standardise
-from .stage1 import build_vq, stage1_model
-from .vq import ImageDecoder
+if TYPE_CHECKING:  # torch is imported where it is used, so that registering the plugin stays light
+    import torch
 
 _COMMON: dict[str, Any] = {
     "stage1_weights": None,
@@ -69,7 +51,7 @@ _NOT_TRAINING = ("checkpoint_every", "checkpoint_dir", "num_workers", "score_poo
 MODULES = ("vq", "restrict_hi", "restrict_lo", "object_decoder", "adm", "upsampler")
 
 
-class Dsr(Detector):
+class DSR(Detector):
     name = "dsr"
     description = "DSR: discrete VQ feature space, feature-space anomaly generation, subspace restriction, upsampling."
     profiles = {
@@ -113,6 +95,12 @@ class Dsr(Detector):
         self._build()
 
     def _build(self) -> None:
+        import torch
+
+        from .networks import SubspaceRestriction, UNet
+        from .stage1 import build_vq
+        from .vq import ImageDecoder
+
         hp = self.hparams
         torch.manual_seed(self.seed)
         self.vq = build_vq(hp)
@@ -130,6 +118,10 @@ class Dsr(Detector):
 
     # --- training -----------------------------------------------------------------------------
     def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+        from autovi_core.training import prepare_images, run_fingerprint
+
+        from .stage1 import stage1_model
+
         hp = self.hparams
         if len(images) == 0:
             raise ConfigError("dsr: fit needs at least one training image")
@@ -142,6 +134,18 @@ class Dsr(Detector):
         self._set_mode()
 
     def _train_stage(self, stage: str, trainable: Sequence[str], data: np.ndarray, key: str) -> None:
+        import torch
+
+        from autovi_core.training import (
+            Checkpointer,
+            deterministic,
+            make_loader,
+            step_lr,
+        )
+
+        from .data import Stage2Set, Stage3Set
+        from .networks import sorted_neighbours
+
         hp = self.hparams
         torch.manual_seed(self.seed + (2 if stage == "stage2" else 3))
         length = hp[f"{stage}_samples_per_epoch"] or len(data)
@@ -174,6 +178,13 @@ class Dsr(Detector):
                 checkpoints.maybe_save(epoch + 1, checkpoints.capture(stateful), last=epoch + 1 == epochs)
 
     def _stage2_loss(self, batch: Sequence[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        from autovi_core.training import autocast, focal_loss
+
+        from .networks import replace_codes, standardise
+
         hp = self.hparams
         x, mask, level, strength = (t.to(self.device) for t in batch)
         vq = self.vq
@@ -203,6 +214,10 @@ class Dsr(Detector):
         )
 
     def _stage3_loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        import torch
+
+        from autovi_core.training import autocast, focal_loss
+
         x, mask = (t.to(self.device) for t in batch)
         with torch.no_grad():
             coarse = self._coarse(x)
@@ -212,6 +227,10 @@ class Dsr(Detector):
 
     def _coarse(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax of the anomaly detection module, ``(N, 2, S, S)``: the coarse mask."""
+        import torch
+
+        from autovi_core.training import autocast
+
         with autocast(self.device):
             q_hi, q_lo, _, _, _ = self.vq.encode(x)
             _, r_hi = self.restrict_hi(q_hi, self.vq.vq_hi)
@@ -220,27 +239,36 @@ class Dsr(Detector):
         return torch.softmax(logits.float(), dim=1)
 
     # --- inference ----------------------------------------------------------------------------
-    @torch.inference_mode()
     def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
-        hp = self.hparams
-        self._set_mode()
-        pool = max(1, int(hp["score_pool"])) | 1
-        scores, maps = [], []
-        for start in range(0, len(images), hp["predict_batch_size"]):
-            x = to_chw(prepare_images(images[start : start + hp["predict_batch_size"]], hp["image_size"]), self.device)
-            coarse = self._coarse(x)
-            pooled = F.avg_pool2d(coarse[:, 1:], pool, stride=1, padding=pool // 2)
-            scores.append(pooled.flatten(1).max(dim=1).values.cpu())
-            with autocast(self.device):
-                fine = torch.softmax(self.upsampler(torch.cat([x, coarse], dim=1)).float(), dim=1)[:, 1:]
-            maps.append(F.interpolate(fine, size=tuple(output_size), mode="bilinear", align_corners=False)[:, 0].cpu())
-        return Prediction(scores=torch.cat(scores).double().numpy(), maps=torch.cat(maps).numpy())
+        import torch
+        import torch.nn.functional as F
+
+        from autovi_core.training import autocast, prepare_images, to_chw
+
+        with torch.inference_mode():
+            hp = self.hparams
+            self._set_mode()
+            pool = max(1, int(hp["score_pool"])) | 1
+            scores, maps = [], []
+            for start in range(0, len(images), hp["predict_batch_size"]):
+                x = to_chw(prepare_images(images[start : start + hp["predict_batch_size"]], hp["image_size"]), self.device)
+                coarse = self._coarse(x)
+                pooled = F.avg_pool2d(coarse[:, 1:], pool, stride=1, padding=pool // 2)
+                scores.append(pooled.flatten(1).max(dim=1).values.cpu())
+                with autocast(self.device):
+                    fine = torch.softmax(self.upsampler(torch.cat([x, coarse], dim=1)).float(), dim=1)[:, 1:]
+                maps.append(F.interpolate(fine, size=tuple(output_size), mode="bilinear", align_corners=False)[:, 0].cpu())
+            return Prediction(scores=torch.cat(scores).double().numpy(), maps=torch.cat(maps).numpy())
 
     # --- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
+        from autovi_core.training import module_state_to_numpy
+
         return {k: v for name in MODULES for k, v in module_state_to_numpy(name, getattr(self, name)).items()}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        from autovi_core.training import module_state_from_numpy
+
         for name in MODULES:
             module_state_from_numpy(name, getattr(self, name), state)
             getattr(self, name).to(self.device)

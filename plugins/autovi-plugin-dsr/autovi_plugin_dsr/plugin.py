@@ -5,6 +5,6 @@ from autovi_core import hookimpl
 
 @hookimpl
 def autovi_register_detectors():
-    from .detector import Dsr
+    from .detector import DSR
 
-    return [Dsr]
+    return [DSR]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autovi_core.cache import cache_root
+from autovi_core.cache import cache_root, load_or_build
 from autovi_core.errors import ConfigError, DataError
 from autovi_core.progress import track
 
@@ -66,17 +66,6 @@ def load_weights(model: VQModel, path: str | os.PathLike[str]) -> None:
                           "check vq_hidden/vq_dim/vq_codes/vq_res_*") from None  # fmt: skip
 
 
-def _try_load(model: VQModel, path: Path) -> bool:
-    """Load a cached model; a missing or unreadable cache entry means "train again"."""
-    if not path.is_file():
-        return False
-    try:
-        load_weights(model, path)
-        return True
-    except (ConfigError, DataError):
-        return False
-
-
 def train_vq(model: VQModel, data: np.ndarray, hp: Mapping[str, Any], seed: int, device: str, workers: int) -> None:
     """Reconstruction (MSE) + commitment loss, Adam; EMA codebooks."""
     torch.manual_seed(seed)
@@ -106,15 +95,20 @@ def stage1_model(hp: Mapping[str, Any], data: np.ndarray, seed: int, device: str
     else:
         key = run_fingerprint({"version": STAGE1_VERSION, **{k: hp[k] for k in STAGE1_KEYS}}, seed, data)[:24]
         path = cache_root() / "dsr" / f"stage1-{key}.pt"
-        if _try_load(model, path):
-            origin = f"cache:{path}"
-        else:
+
+        def train() -> VQModel:
             train_vq(model.to(device), data, hp, seed, device, hp["num_workers"])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-            os.replace(tmp, path)
-            origin = f"trained:{path}"
+            return model
+
+        def save(trained: VQModel, tmp: Path) -> None:
+            torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, tmp)
+
+        def load(cached: Path) -> VQModel:
+            load_weights(model, cached)
+            return model
+
+        _, hit = load_or_build(path, train, load=load, save=save)
+        origin = f"{'cache' if hit else 'trained'}:{path}"
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)

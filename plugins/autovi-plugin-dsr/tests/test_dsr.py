@@ -12,7 +12,7 @@ import torch
 from autovi_core.errors import ConfigError, DataError
 from autovi_core.testing import DetectorConformance
 from autovi_core.training import focal_loss
-from autovi_plugin_dsr.detector import Dsr
+from autovi_plugin_dsr.detector import DSR
 from autovi_plugin_dsr.networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours
 from autovi_plugin_dsr.stage1 import build_vq, read_weights
 from autovi_plugin_dsr.vq import VectorQuantizerEMA, VQModel
@@ -30,7 +30,7 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["AUTOVI_CACHE_DIR"] = old
 
 
-class TestDsrConformance(DetectorConformance):
+class TestDSRConformance(DetectorConformance):
     detector = "dsr"
     category = "clip_assembly"
     # the plain fast profile; over seeds 0-3 it reaches 0.72-0.88 here (0.58-0.88 on textured_plate)
@@ -50,7 +50,7 @@ def test_fast_profile_localises_defects_on_texture(tmp_path: Path) -> None:
 
     folder = generate_category(tmp_path, "textured_plate", size=128)
     category = read_autovi_category(folder, dataset="synthetic", name="textured_plate", native_size=(128, 128))
-    detector = Dsr("fast", seed=0)
+    detector = DSR("fast", seed=0)
     detector.fit(category.load_images(category.train))
     prediction = detector.predict(category.load_images(category.test), (128, 128))
     masks = [np.any([m for m, _ in category.load_channels(s)], axis=0) if s.label else None for s in category.test]
@@ -127,7 +127,7 @@ def test_stage2_levels_follow_their_weights() -> None:
     assert {Stage2Set(images, 20, 0, 1.0, (1.0, 0.0, 0.0))[i][2] for i in range(20)} == {0}
     assert {Stage2Set(images, 60, 0, 1.0)[i][2] for i in range(60)} == {0, 1, 2}
     with pytest.raises(ConfigError, match="anomaly_levels"):
-        Dsr("fast", anomaly_levels=[0.0, 0.0, 0.0])
+        DSR("fast", anomaly_levels=[0.0, 0.0, 0.0])
 
 
 def test_restriction_is_invariant_to_the_codebook_scale() -> None:
@@ -184,10 +184,10 @@ def _images(n: int = 4) -> list[np.ndarray]:
 
 
 def test_stage1_is_trained_once_then_cached() -> None:
-    first = Dsr("fast", seed=0, **MINI)
+    first = DSR("fast", seed=0, **MINI)
     first.fit(_images())
     assert first.provenance["stage1_source"].startswith("trained:")
-    second = Dsr("fast", seed=0, **MINI)
+    second = DSR("fast", seed=0, **MINI)
     second.fit(_images())
     assert second.provenance["stage1_source"] == "cache:" + first.provenance["stage1_source"].split(":", 1)[1]
     for (k, a), b in zip(first.vq.state_dict().items(), second.vq.state_dict().values()):
@@ -196,10 +196,10 @@ def test_stage1_is_trained_once_then_cached() -> None:
 
 def test_stage1_weights_from_a_user_file(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    donor = build_vq(Dsr.resolve_hparams("fast", MINI))
+    donor = build_vq(DSR.resolve_hparams("fast", MINI))
     path = tmp_path / "vq.pt"
     torch.save({"vq": donor.state_dict()}, path)
-    detector = Dsr("fast", seed=0, stage1_weights=str(path), **MINI)
+    detector = DSR("fast", seed=0, stage1_weights=str(path), **MINI)
     detector.fit(_images())
     assert detector.provenance["stage1_source"] == f"file:{path}"
     assert torch.equal(detector.vq.vq_hi.embedding, donor.vq_hi.embedding)
@@ -213,21 +213,21 @@ def test_stage1_weights_from_a_user_file(tmp_path: Path) -> None:
 
 def test_bad_stage1_weights_are_reported(tmp_path: Path) -> None:
     with pytest.raises(DataError):
-        Dsr("fast", stage1_weights=str(tmp_path / "missing.pt"), **MINI).fit(_images())
+        DSR("fast", stage1_weights=str(tmp_path / "missing.pt"), **MINI).fit(_images())
     torch.save({"unrelated": torch.zeros(2)}, tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match="do not fit"):
-        Dsr("fast", stage1_weights=str(tmp_path / "bad.pt"), **MINI).fit(_images())
+        DSR("fast", stage1_weights=str(tmp_path / "bad.pt"), **MINI).fit(_images())
 
 
 def test_checkpoint_resume_equals_uninterrupted_training(tmp_path: Path) -> None:
     hp = {**MINI, "stage2_epochs": 2, "stage3_epochs": 2}
-    straight = Dsr("fast", seed=1, **hp)
+    straight = DSR("fast", seed=1, **hp)
     straight.fit(_images())
     expected = straight.predict(_images(), (32, 32))
     ckpt = {**hp, "checkpoint_every": 1, "checkpoint_dir": str(tmp_path)}
-    Dsr("fast", seed=1, **ckpt).fit(_images())  # writes per-stage checkpoints
+    DSR("fast", seed=1, **ckpt).fit(_images())  # writes per-stage checkpoints
     assert (tmp_path / "dsr_stage2.pt").is_file() and (tmp_path / "dsr_stage3.pt").is_file()
-    resumed = Dsr("fast", seed=1, **ckpt)
+    resumed = DSR("fast", seed=1, **ckpt)
     resumed.fit(_images())
     assert resumed.resumed_from_epoch == {"stage2": 2, "stage3": 2}
     got = resumed.predict(_images(), (32, 32))

@@ -29,12 +29,12 @@ import torch
 from torch.nn import functional as F
 
 from autovi_core.errors import ConfigError
+from autovi_core.files import is_image_file
 from autovi_core.layer_preset import LayerPreset
 from autovi_core.training import autocast
 
 from .networks import pdn
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TEACHER_SEED = 0
 """Distillation does not depend on the detector's seed: every seed shares one teacher, as in the paper."""
 DISTILLATIONS = 0
@@ -56,7 +56,7 @@ def discover_pool(folder: str | os.PathLike[str] | None) -> list[Path]:
         root = Path(folder).expanduser()
         if not root.is_dir():
             raise ConfigError(f"teacher_pool {root} is not a folder")
-        files = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+        files = [p for p in root.rglob("*") if is_image_file(p)]
         if not files:
             raise ConfigError(f"teacher_pool {root} holds no images")
         return sorted(files)
@@ -69,7 +69,7 @@ def discover_pool(folder: str | os.PathLike[str] | None) -> list[Path]:
     for good in root.glob("**/train/good"):
         if any(part.startswith(".") for part in good.relative_to(root).parts):
             continue  # staging folders of concurrent generators
-        files.extend(p for p in good.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files.extend(p for p in good.iterdir() if is_image_file(p))
     return sorted(files)
 
 
@@ -211,17 +211,37 @@ def obtain_teacher(hp: dict[str, Any], train_images: Sequence[np.ndarray], devic
             raise ConfigError(f"teacher_weights {path} does not fit PDN-{hp['model_size']} with {hp['out_channels']} channels: {detail}") from None
         return check.state_dict(), f"file {path} (sha256 {sha256_prefix(path)})"
 
-    from autovi_core.backbones import LITE0, weights_env_var
+    from autovi_core.backbones import weights_env_var
+    from autovi_core.cache import load_or_build
+    from autovi_core.files import atomic_write
 
-    backbone, weights, note = hp["backbone"], hp["weights"], ""
+    backbone, weights = hp["backbone"], hp["weights"]
     files = discover_pool(hp["teacher_pool"])
     arrays = [] if hp["teacher_pool"] else list(train_images)
     given = weights or os.environ.get(weights_env_var(backbone)) or os.environ.get("AUTOVI_WEIGHTS")
     key = settings_key(hp, f"{backbone}|{given}", fingerprint(files, arrays))
     path = cache_dir() / f"teacher-{key}.pt"
-    if path.is_file():
-        meta = json.loads(path.with_suffix(".json").read_text())
-        return torch.load(path, map_location="cpu", weights_only=True), meta["source"] + f"; cache {path.name}"
+
+    def load(cached: Path) -> tuple[dict[str, torch.Tensor], str]:
+        meta = json.loads(cached.with_suffix(".json").read_text())
+        return torch.load(cached, map_location="cpu", weights_only=True), meta["source"]
+
+    def save(teacher: tuple[dict[str, torch.Tensor], str], tmp: Path) -> None:
+        with atomic_write(path.with_suffix(".json")) as meta:  # the sidecar first: a .pt always has one
+            meta.write_text(json.dumps({"source": teacher[1], "settings": {k: str(v) for k, v in hp.items()}}, indent=2))
+        torch.save(teacher[0], tmp)
+
+    (state, source), _ = load_or_build(path, lambda: distil_teacher(hp, files, arrays, device), load=load, save=save)
+    return state, source + f"; cache {path.name}"
+
+
+def distil_teacher(
+    hp: dict[str, Any], files: Sequence[Path], arrays: Sequence[np.ndarray], device: str
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Distil a teacher from the pool (``files`` + in-memory ``arrays``): its state dict and where it came from."""
+    from autovi_core.backbones import LITE0
+
+    backbone, weights, note = hp["backbone"], hp["weights"], ""
     try:
         target = DistillationTarget.build(backbone, weights, hp["out_channels"], device)
     except ConfigError as exc:
@@ -238,12 +258,7 @@ def obtain_teacher(hp: dict[str, Any], train_images: Sequence[np.ndarray], devic
         f"on {len(pool)} pool images ({'folder ' + str(hp['teacher_pool']) if hp['teacher_pool'] else 'cached datasets + fit images'}), "
         f"{hp['teacher_steps']} steps"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    torch.save(state, tmp)
-    path.with_suffix(".json").write_text(json.dumps({"source": source, "settings": {k: str(v) for k, v in hp.items()}}, indent=2))
-    os.replace(tmp, path)
-    return state, source + f"; cache {path.name}"
+    return state, source
 
 
 def distil(hp: dict[str, Any], target: DistillationTarget, pool: torch.Tensor, device: str) -> dict[str, torch.Tensor]:

@@ -107,7 +107,7 @@ class PaDiM(Detector):
     def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         import torch
 
-        from autovi_core.backbones import resolve_device
+        from autovi_core.device import resolve_device
 
         from .gaussian import StreamingGaussian, batched_inverse
 
@@ -129,7 +129,7 @@ class PaDiM(Detector):
     def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
         import torch
 
-        from autovi_core.backbones import resolve_device
+        from autovi_core.device import resolve_device
 
         from .gaussian import mahalanobis
 

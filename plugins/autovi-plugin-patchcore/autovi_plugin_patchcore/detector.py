@@ -114,16 +114,16 @@ class PatchCore(Detector):
         if self._knn is None:
             import torch
 
-            from autovi_core.backbones import resolve_device
+            from autovi_core.device import resolve_device
 
             from .scoring import NearestNeighbours
 
-            self._knn = NearestNeighbours(torch.from_numpy(self.memory_bank), resolve_device(self.device))
+            self._knn = NearestNeighbours(torch.from_numpy(self.memory_bank), torch.device(resolve_device(self.device)))
         return self._knn
 
     # --- the method ---------------------------------------------------------------------------------
     def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
-        from autovi_core.backbones import resolve_device
+        from autovi_core.device import resolve_device
         from autovi_core.progress import track
 
         from .coreset import coreset_indices

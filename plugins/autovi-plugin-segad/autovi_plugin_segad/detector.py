@@ -44,7 +44,6 @@ from autovi_core.dataset import select_images
 from autovi_core.errors import ConfigError
 
 from .classifier import PAPER_SETTINGS, BoostedForest
-from .features import feature_matrix
 from .segmentation import KMeansParts, UserPartMaps
 
 BASE_PREFERENCE: tuple[str, ...] = ("patchcore", "efficientad", "padim", "cflow", "draem", "dsr")
@@ -217,6 +216,9 @@ class SegAD(Detector):
         return np.stack([resize_map(np.asarray(m, np.float32), self.grid) for m in maps])
 
     def features(self, grid_maps: list[np.ndarray], images: Sequence[np.ndarray]) -> np.ndarray:
+        # imported here (it imports scipy) so that registering the plugin stays light
+        from .features import feature_matrix
+
         parts = self.segmenter.labels(images, self.grid)
         return feature_matrix(grid_maps, parts, int(self.hparams["n_parts"]))
 

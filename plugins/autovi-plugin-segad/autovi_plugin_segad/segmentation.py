@@ -25,9 +25,9 @@ import numpy as np
 
 from autovi_core.dataset import image_paths
 from autovi_core.errors import ConfigError, DataError
+from autovi_core.files import is_image_file
 
 LITE0_LAYERS = ("blocks.2", "blocks.4")  # stride 8 and 16 (timm exposes blocks 0, 1, 2, 4, 6)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 PART_MAP_SUFFIXES = (".npy", ".png")
 MAX_FIT_POINTS = 20000
 MAX_FIT_IMAGES = 16
@@ -157,10 +157,20 @@ class KMeansParts:
 
     def fit(self, images: Sequence[np.ndarray], size: tuple[int, int], use_cache: bool = True) -> KMeansParts:
         """Fit the centroids on pixels sampled from ``images`` (or load them from the cache)."""
+        from autovi_core.cache import load_or_build
+
         path = cache_dir() / f"{self.cache_key(images, size)}.npy"
-        if use_cache and path.is_file():
-            self.centroids = np.load(path, allow_pickle=False)
-            return self
+        self.centroids, _ = load_or_build(
+            path,
+            lambda: self._fit_centroids(images, size),
+            load=lambda cached: np.load(cached, allow_pickle=False),
+            save=lambda centroids, tmp: np.save(tmp, centroids),
+            use_cache=use_cache,
+        )
+        return self
+
+    def _fit_centroids(self, images: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+        """(n_parts, D) float32 k-means centroids of pixels sampled from ``images``."""
         rng = np.random.default_rng(self.seed)
         if len(images) > MAX_FIT_IMAGES:
             images = [images[int(i)] for i in np.linspace(0, len(images) - 1, MAX_FIT_IMAGES).round()]
@@ -171,13 +181,7 @@ class KMeansParts:
                 flat = features.reshape(-1, features.shape[-1])
                 points.append(flat[rng.choice(len(flat), size=min(per_image, len(flat)), replace=False)])
         points = np.concatenate(points).astype(np.float64)
-        self.centroids = order_by_population(points, kmeans(points, self.n_parts, rng)).astype(np.float32)
-        if use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-            np.save(tmp, self.centroids)
-            os.replace(tmp, path)
-        return self
+        return order_by_population(points, kmeans(points, self.n_parts, rng)).astype(np.float32)
 
     def labels(self, images: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
         """(N, H, W) int64 part labels: the nearest centroid of every pixel's features."""
@@ -220,7 +224,7 @@ class UserPartMaps:
 
             self._index = {}
             for path in sorted(self.images_root.rglob("*")):
-                if path.suffix.lower() in IMAGE_SUFFIXES and "ground_truth" not in path.parts and path.is_file():
+                if is_image_file(path) and "ground_truth" not in path.parts and path.is_file():
                     self._index.setdefault(image_hash(read_rgb(path)), path.relative_to(self.images_root))
         return self._index
 

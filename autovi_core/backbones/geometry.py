@@ -1,0 +1,123 @@
+"""Input geometry (:class:`InputGeometry`): resize (+ centre crop) of (H, W, 3) uint8 RGB images to a
+normalised NCHW tensor, and the inverse for anomaly maps: crop-grid maps back to the full frame."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_imagenet(batch: torch.Tensor) -> torch.Tensor:
+    """Normalise an NCHW float batch in [0, 1] with the ImageNet mean and standard deviation."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur (N, H, W) maps with a separable Gaussian (kernel 2*ceil(4 sigma)+1, reflected borders)."""
+    if sigma <= 0:
+        return maps
+    radius = int(np.ceil(4 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = maps.unsqueeze(1)
+    for dim in (2, 3):  # rows then columns
+        pad = min(radius, out.shape[dim] - 1)
+        k = kernel[radius - pad : radius + pad + 1] if pad < radius else kernel
+        k = k / k.sum()
+        padding = (0, 0, pad, pad) if dim == 2 else (pad, pad, 0, 0)
+        weight = k.view(1, 1, -1, 1) if dim == 2 else k.view(1, 1, 1, -1)
+        out = F.conv2d(F.pad(out, padding, mode="reflect") if pad else out, weight)
+    return out.squeeze(1)
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """Resize every image to ``resize`` x ``resize`` (aspect ratio not kept), then centre-crop ``crop``.
+
+    ``crop=None`` (or ``crop == resize``) means no crop. Maps computed on the crop are returned for
+    the full frame by :meth:`maps_to_frame`: the crop's map is placed at its position in the resized
+    frame, the unseen border is filled with that map's minimum, and the frame is resized to the
+    requested output size. The image score is thus computed on the crop only, as in the papers.
+    """
+
+    resize: int
+    crop: int | None = None
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> InputGeometry:
+        """The geometry of a detector's ``resize`` / ``crop`` hyperparameters."""
+        crop = hparams["crop"]
+        return cls(int(hparams["resize"]), None if crop is None else int(crop))
+
+    def __post_init__(self) -> None:
+        if self.crop is not None and not 0 < self.crop <= self.resize:
+            raise ConfigError(f"crop {self.crop} must be between 1 and resize {self.resize}")
+
+    @property
+    def size(self) -> int:
+        """Side of the network's input."""
+        return self.crop or self.resize
+
+    @property
+    def offset(self) -> int:
+        return (self.resize - self.size) // 2
+
+    def to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """(N, 3, size, size) float32 ImageNet-normalised tensor from (H, W, 3) uint8 RGB arrays."""
+        out = torch.empty((len(images), 3, self.size, self.size), dtype=torch.float32)
+        for i, image in enumerate(images):
+            array = np.asarray(image)
+            if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+                raise ValueError(f"expected (H, W, 3) uint8 RGB images, got {array.shape} {array.dtype}")
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+            if tensor.shape[-2:] != (self.resize, self.resize):
+                tensor = F.interpolate(tensor, size=(self.resize, self.resize), mode="bilinear", align_corners=False, antialias=True)
+            o = self.offset
+            out[i] = tensor[0, :, o : o + self.size, o : o + self.size]
+        return normalize_imagenet(out.clamp_(0.0, 1.0))
+
+    def batches(self, images: Sequence[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
+        """:meth:`to_tensor` over consecutive chunks of ``images``."""
+        for start in range(0, len(images), batch_size):
+            yield self.to_tensor(images[start : start + batch_size])
+
+    def upsample_and_blur(self, grid_maps: torch.Tensor, sigma: float) -> torch.Tensor:
+        """(N, h, w) score grids -> (N, size, size) maps on the network input: bilinear, then Gaussian blur."""
+        maps = F.interpolate(grid_maps.float().unsqueeze(1), size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return gaussian_blur(maps.squeeze(1), sigma)
+
+    def to_frame(self, maps: torch.Tensor, output_size: tuple[int, int]) -> np.ndarray:
+        """(N, size, size) input-resolution maps -> (N, H, W) float32 full-frame maps.
+
+        The crop is placed into the resized frame (the unseen border gets each map's minimum) and the
+        frame is resized bilinearly to ``output_size``.
+        """
+        if self.size != self.resize:
+            floor = maps.flatten(1).min(dim=1).values.view(-1, 1, 1)
+            frame = floor.expand(-1, self.resize, self.resize).clone()
+            o = self.offset
+            frame[:, o : o + self.size, o : o + self.size] = maps
+            maps = frame
+        if tuple(maps.shape[-2:]) != tuple(output_size):
+            maps = F.interpolate(maps.unsqueeze(1), size=tuple(output_size), mode="bilinear", align_corners=False).squeeze(1)
+        return maps.cpu().numpy().astype(np.float32)
+
+    def maps_to_frame(self, grid_maps: torch.Tensor, output_size: tuple[int, int], sigma: float) -> np.ndarray:
+        """(N, h, w) score grids -> (N, H, W) full-frame maps: :meth:`upsample_and_blur` then :meth:`to_frame`.
+
+        ``sigma`` is in input pixels (paper: 4 at 224).
+        """
+        return self.to_frame(self.upsample_and_blur(grid_maps, sigma), output_size)
