@@ -1,4 +1,4 @@
-"""The ``autovi`` command line: list, run, evaluate, report (see docs/cli.md for the contract)."""
+"""The ``autovi`` command line: list, run, evaluate, report, new-plugin (see docs/cli.md for the contract)."""
 
 from __future__ import annotations
 
@@ -273,9 +273,56 @@ def report(
         output.write_text(text)
 
 
+# --- new-plugin -----------------------------------------------------------------------------------
+@app.command("new-plugin")
+def new_plugin(
+    name: str = typer.Argument(..., help="Detector and entry-point name: a lowercase Python identifier, e.g. my_method."),
+    output: Path = typer.Option(Path("."), "--output", "-o", help="Folder to write autovi-plugin-<name>/ into."),
+) -> None:
+    """Write a complete, pip-installable detector plugin to start from (see docs/plugins.md)."""
+    from .scaffold import new_plugin as write_plugin
+
+    target = write_plugin(name, output)
+    console.print(f"wrote {target}/", highlight=False)
+    for path in sorted(p for p in target.rglob("*") if p.is_file()):
+        console.print(f"  {path.relative_to(target).as_posix()}", highlight=False)
+    console.print(
+        f"next: pip install -e {target} && pytest {target / 'tests'} && autovi run -d {name} --category clip_assembly",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _fast_list(argv: list[str]) -> bool:
+    """Run ``autovi [--debug] [--plugins P] [--exclude E] list [--json]`` without typer's parsing.
+
+    Typer coerces every option through pydantic, which costs more than the rest of ``autovi list``
+    (benchmarks/bench_cli_startup.py); anything else (``--help`` included) returns False and goes
+    through typer as usual.
+    """
+    options: dict[str, Any] = {"debug": False, "plugins": None, "exclude": None}
+    args = list(argv)
+    while args and args[0] != "list":
+        flag = args.pop(0)
+        name, sep, value = flag.partition("=")
+        if flag == "--debug":
+            options["debug"] = True
+        elif name in ("--plugins", "--exclude") and (sep or args):
+            options[name[2:]] = value if sep else args.pop(0)
+        else:
+            return False
+    if not args or args[1:] not in ([], ["--json"]):
+        return False
+    _main(**options)
+    list_plugins(as_json=args[1:] == ["--json"])
+    return True
+
+
 def main() -> None:
     """Console-script entry point: one-line errors unless --debug."""
     try:
+        if _fast_list(sys.argv[1:]):
+            sys.exit(0)
         code = app(standalone_mode=False)  # click returns the code of a typer.Exit here
         sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:

@@ -42,7 +42,8 @@ class EvaluationData:
 
 
 class Metric(ABC):
-    """A named metric. ``level`` is ``image`` or ``pixel`` (pixel metrics need masks)."""
+    """A named metric. ``level`` is ``image`` or ``pixel``: pixel metrics need masks, are not called
+    on data without them and raise :class:`~autovi_core.errors.DataError` if they are."""
 
     name: ClassVar[str] = ""
     level: ClassVar[str] = "image"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import DataError
 from ..metric import EvaluationData, Metric
-from .classification import calibrated_rates, image_ap, image_auroc, tpr_at_tnr
-from .evaluate import evaluate_localisation
+
+# The computations are imported inside compute(): the sPRO code pulls in scipy and numba, which
+# registering the metrics (``autovi list``) must not pay for.
 
 
 class ImageClassification(Metric):
@@ -18,6 +20,8 @@ class ImageClassification(Metric):
     description = "image AUROC, AP, TPR@TNR, calibrated FPR/FNR"
 
     def compute(self, data: EvaluationData) -> dict[str, Any]:
+        from .classification import calibrated_rates, image_ap, image_auroc, tpr_at_tnr
+
         values: dict[str, Any] = {
             "image_auroc": image_auroc(data.scores, data.labels),
             "image_ap": image_ap(data.scores, data.labels),
@@ -37,7 +41,10 @@ class Localisation(Metric):
     description = "AUsPRO (exact/official), per defect type, pixel AUROC, AUPRO@0.3"
 
     def compute(self, data: EvaluationData) -> dict[str, Any]:
-        assert data.maps is not None and data.channels is not None
+        from .evaluate import evaluate_localisation
+
+        if data.maps is None or data.channels is None:
+            raise DataError(f"metric {self.name!r} needs ground-truth masks and anomaly maps; this data has none")
         maps = dict(zip(data.keys, data.maps))
         gt = dict(zip(data.keys, data.channels))
         return evaluate_localisation(maps, gt, mode=data.spro_mode, seed=data.seed)
