@@ -3,8 +3,8 @@ for unsupervised visual anomaly detection on the AutoVI benchmark."""
 
 from .dataset import IMAGE_LAYOUT, Category, DatasetProvider, DefectConfig, KeyedImages, Sample, image_paths
 from .detector import Capabilities, Detector, LabelledDefects, Prediction
-from .hookspecs import hookimpl
 from .errors import AutoviError, ConfigError, ContractError, DataError, NotFittedError, PluginError
+from .hookspecs import hookimpl
 from .metric import EvaluationData, Metric
 
 __version__ = "1.0.0"

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -29,10 +29,10 @@ _state = {"debug": False}
 @app.callback()
 def _main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    plugins: Optional[str] = typer.Option(
+    plugins: str | None = typer.Option(
         None, "--plugins", envvar="AUTOVI_PLUGINS", help="Load only these plugin entry points (comma-separated)."
     ),
-    exclude: Optional[str] = typer.Option(
+    exclude: str | None = typer.Option(
         None, "--exclude", envvar="AUTOVI_DISABLE_PLUGINS", help="Do not load these plugin entry points (comma-separated)."
     ),
 ) -> None:
@@ -91,13 +91,13 @@ def _build_tasks(
     registry: Any,
     detectors: list[str],
     dataset: str,
-    root: Optional[Path],
+    root: Path | None,
     categories: list[str],
     seeds: list[int],
     profile: str,
     overrides: dict[str, Any],
-    backbone: Optional[str],
-    weights: Optional[Path],
+    backbone: str | None,
+    weights: Path | None,
     common: dict[str, Any],
 ) -> list[Any]:
     from .experiment import Task
@@ -134,7 +134,9 @@ def _build_tasks(
 
 
 def _summary_table(records: list[dict[str, Any]]) -> Table:
-    table = Table("detector", "category", "seed", "status", "image AUROC", "AUsPRO@0.05", "pixel AUROC", "fit s", "img/s", "ms/img (batch 1)")
+    table = Table(
+        "detector", "category", "seed", "status", "image AUROC", "AUsPRO@0.05", "pixel AUROC", "fit s", "img/s", "ms/img (batch 1)"
+    )
 
     def fmt(value: Any, scale: float = 100.0) -> str:
         return "-" if value is None else f"{value * scale:.1f}"
@@ -144,9 +146,16 @@ def _summary_table(records: list[dict[str, Any]]) -> Table:
         spro = (m.get("auc_spro") or {}).get("0.05")
         status = "[green]ok[/green]" if r["status"] == "ok" else f"[red]failed[/red] {r.get('error') or ''}"
         table.add_row(
-            r["detector"], r["category"], str(r["seed"]), status,
-            fmt(m.get("image_auroc")), fmt(spro), fmt(m.get("pixel_auroc")),
-            fmt(t.get("fit_s"), 1.0), fmt(t.get("predict_images_per_s"), 1.0), fmt(t.get("batch1_latency_ms"), 1.0),
+            r["detector"],
+            r["category"],
+            str(r["seed"]),
+            status,
+            fmt(m.get("image_auroc")),
+            fmt(spro),
+            fmt(m.get("pixel_auroc")),
+            fmt(t.get("fit_s"), 1.0),
+            fmt(t.get("predict_images_per_s"), 1.0),
+            fmt(t.get("batch1_latency_ms"), 1.0),
         )
     return table
 
@@ -156,25 +165,31 @@ def run(
     detector: list[str] = typer.Option([], "--detector", "-d", help="Detector to run (repeatable)."),
     all_plugins: bool = typer.Option(False, "--all-plugins", help="Run every installed detector."),
     dataset: str = typer.Option("synthetic", "--dataset", help="Dataset plugin name."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Dataset root (default: the dataset's own)."),
+    root: Path | None = typer.Option(None, "--root", help="Dataset root (default: the dataset's own)."),
     category: list[str] = typer.Option([], "--category", "-c", help="Category (repeatable; default: all)."),
     seed: list[int] = typer.Option([], "--seed", "-s", help="Seed (repeatable; default 0)."),
     profile: str = typer.Option("fast", "--profile", help="Hyperparameter profile: paper or fast."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<timestamp>)."),
-    executor: str = typer.Option("local", "--executor", help="Where experiments run: local (one at a time) or ray (concurrently, here or on a cluster)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Run directory (default runs/<timestamp>)."),
+    executor: str = typer.Option(
+        "local", "--executor", help="Where experiments run: local (one at a time) or ray (concurrently, here or on a cluster)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output, skipping experiments already ok."),
     save_maps: bool = typer.Option(False, "--save-maps", help="Also write anomaly maps (8-bit PNG + float TIFF)."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="Pretrained backbone for detectors that use one."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights file for that backbone."),
+    backbone: str | None = typer.Option(None, "--backbone", help="Pretrained backbone for detectors that use one."),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights file for that backbone."),
     set_: list[str] = typer.Option([], "--set", help="Override a hyperparameter: KEY=VALUE (repeatable)."),
     spro_mode: str = typer.Option("exact", "--spro-mode", help="exact or official sPRO curve."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Per-experiment time limit in seconds."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Per-experiment time limit in seconds."),
     in_process: bool = typer.Option(False, "--in-process", help="Run experiments in this process (no isolation)."),
-    memory_limit: Optional[float] = typer.Option(None, "--memory-limit", help="Per-experiment memory cap in MiB."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local instance)."),
+    memory_limit: float | None = typer.Option(None, "--memory-limit", help="Per-experiment memory cap in MiB."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local instance)."
+    ),
     ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-task", help="CPUs Ray reserves per experiment."),
-    ray_gpus: Optional[float] = typer.Option(None, "--ray-gpus-per-task", help="GPUs Ray reserves per experiment (default 1 if the cluster has GPUs, else 0)."),
+    ray_gpus: float | None = typer.Option(
+        None, "--ray-gpus-per-task", help="GPUs Ray reserves per experiment (default 1 if the cluster has GPUs, else 0)."
+    ),
 ) -> None:
     """Run every (detector, category, seed) experiment and append results to DIR/results.jsonl."""
     from .executors import make_executor
@@ -196,9 +211,7 @@ def run(
         raise ConfigError("--resume needs --output DIR of the run to continue")
     out_dir = output or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     common = {"device": device, "save_maps": save_maps, "output_dir": str(out_dir), "spro_mode": spro_mode}
-    tasks = _build_tasks(
-        registry, names, dataset, root, category, seed or [0], profile, _parse_sets(set_), backbone, weights, common
-    )
+    tasks = _build_tasks(registry, names, dataset, root, category, seed or [0], profile, _parse_sets(set_), backbone, weights, common)
     results_path = out_dir / RESULTS_FILE
     if resume:
         previous = load_results(results_path)[0] if results_path.exists() else []
@@ -220,7 +233,11 @@ def run(
         raise ConfigError("--in-process works with --executor local only")
     ray_options = {"address": ray_address, "cpus_per_task": ray_cpus, "gpus_per_task": ray_gpus}
     make_executor(
-        executor, isolate=not in_process, timeout=timeout, memory_limit_mb=memory_limit, debug=_state["debug"],
+        executor,
+        isolate=not in_process,
+        timeout=timeout,
+        memory_limit_mb=memory_limit,
+        debug=_state["debug"],
         ray_options=ray_options,
     ).run(tasks, on_result)
     if finished:
@@ -239,7 +256,7 @@ def evaluate(
     category: str = typer.Option(..., "--category", help="Category folder name."),
     maps: Path = typer.Option(..., "--maps", help="Maps folder: <defect_dir>/<stem>.(png|tif|tiff|npy)."),
     spro_mode: str = typer.Option("exact", "--spro-mode", help="exact (true curve) or official (evaluator-compatible)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON here too."),
+    output: Path | None = typer.Option(None, "--output", help="Write the JSON here too."),
 ) -> None:
     """Evaluate anomaly maps made by any tool against AutoVI-layout ground truth."""
     from .evaluation import evaluate_maps_folder
@@ -258,7 +275,7 @@ def report(
     run_dir: Path = typer.Argument(..., help="Run directory (or its results.jsonl)."),
     fmt: str = typer.Option("md", "--format", help="md, csv or html."),
     metric: str = typer.Option("image_auroc", "--metric", help="Metric path, e.g. auc_spro.0.05 or timing.fit_s."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write the table to this file too."),
+    output: Path | None = typer.Option(None, "--output", help="Write the table to this file too."),
 ) -> None:
     """Tables over a results file: categories x methods, mean +- std over seeds, best marked (Welch, 5%)."""
     from .report import render

@@ -24,6 +24,7 @@ from .files import IMAGE_SUFFIXES, is_image_file  # noqa: F401 - IMAGE_SUFFIXES 
 IMAGE_LAYOUT = "HWC uint8 RGB"
 """Layout of every image handed to a detector: (height, width, 3), uint8, RGB."""
 
+
 @dataclass(frozen=True)
 class DefectConfig:
     """One entry of AutoVI's ``defects_config.json``.
@@ -45,7 +46,7 @@ class DefectConfig:
         return min(int(self.saturation_threshold), defect_area)
 
     @classmethod
-    def from_json_entry(cls, entry: object, where: str) -> "DefectConfig":
+    def from_json_entry(cls, entry: object, where: str) -> DefectConfig:
         """Validate one JSON entry with the official evaluator's strictness."""
         if not isinstance(entry, dict):
             raise DataError(f"{where}: each entry must be an object, got {type(entry).__name__}")
@@ -68,8 +69,7 @@ class DefectConfig:
                 )
         elif isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
             raise DataError(
-                f"{where}: saturation_threshold of {name!r} is absolute, so it must be a positive int "
-                f"number of pixels, got {threshold!r}"
+                f"{where}: saturation_threshold of {name!r} is absolute, so it must be a positive int number of pixels, got {threshold!r}"
             )
         return cls(name, value, threshold, relative)
 
@@ -195,9 +195,7 @@ class Category:
             if cfg.pixel_value == channel.pixel_value:
                 return cfg
         known = [c.pixel_value for c in self.defects_config]
-        raise DataError(
-            f"{channel.path}: pixel value {channel.pixel_value} is not in defects_config.json (known: {known})"
-        )
+        raise DataError(f"{channel.path}: pixel value {channel.pixel_value} is not in defects_config.json (known: {known})")
 
     # --- loading ------------------------------------------------------------------------------
     def load_image(self, sample: Sample) -> np.ndarray:
@@ -250,9 +248,7 @@ class Category:
                 resolved = GroundTruthChannel(channel.path, value)
             cfg = self.config_for(resolved)
             if shape is not None and mask.shape != tuple(shape):
-                raise DataError(
-                    f"{channel.path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}"
-                )
+                raise DataError(f"{channel.path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
             out.append((mask, cfg))
         return out
 
@@ -312,4 +308,3 @@ def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if is_image_file(p) and p.is_file())
-

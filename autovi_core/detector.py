@@ -134,15 +134,13 @@ class Detector(ABC):
         hparams = dict(cls.profiles[profile])
         for key, value in (overrides or {}).items():
             if key not in hparams:
-                raise ConfigError(
-                    f"detector {cls.name!r} has no hyperparameter {key!r}; valid: {', '.join(sorted(hparams))}"
-                )
+                raise ConfigError(f"detector {cls.name!r} has no hyperparameter {key!r}; valid: {', '.join(sorted(hparams))}")
             examples = [p[key] for p in cls.profiles.values() if key in p]
             hparams[key] = check_override(cls.name, key, value, examples, cls.hparam_types.get(key))
         return hparams
 
     # --- learning and inference (the core's side) -----------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> "Detector":
+    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> Detector:
         """Learn from defect-free ``images`` (and, for supervised detectors, ``labelled`` defects).
 
         Calls :meth:`learn`; on success the detector is ``fitted`` and ``provenance`` holds what the
@@ -203,10 +201,10 @@ class Detector(ABC):
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore the learned state returned by :meth:`state_dict`."""
 
-    def save_extra(self, directory: Path) -> None:
+    def save_extra(self, directory: Path) -> None:  # noqa: B027 - an optional hook, empty by default
         """Write files beyond ``state_dict`` into the save ``directory`` (e.g. composed detectors)."""
 
-    def load_extra(self, directory: Path) -> None:
+    def load_extra(self, directory: Path) -> None:  # noqa: B027 - an optional hook, empty by default
         """Read what :meth:`save_extra` wrote; called after :meth:`load_state_dict`."""
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -238,7 +236,7 @@ class Detector(ABC):
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> "Detector":
+    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> Detector:
         """Rebuild a detector saved with :meth:`save`."""
         path = Path(path)
         try:

@@ -78,9 +78,7 @@ def evaluate_maps_folder(
     category_dir = Path(dataset_root) / category_name
     if not category_dir.is_dir():
         raise DataError(f"{category_dir}: category folder not found under --dataset-root")
-    category = read_autovi_category(
-        category_dir, dataset="autovi", name=category_name, native_size=AUTOVI_CATEGORIES.get(category_name)
-    )
+    category = read_autovi_category(category_dir, dataset="autovi", name=category_name, native_size=AUTOVI_CATEGORIES.get(category_name))
     files = find_map_files(_maps_dir(Path(maps), category), category)
     arrays, channels, notes = [], [], []
     resized: Counter[tuple[tuple[int, ...], tuple[int, int]]] = Counter()

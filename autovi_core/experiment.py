@@ -19,9 +19,9 @@ import numpy as np
 from . import API_VERSION
 from .dataset import Category, Sample, select_images
 from .detector import Detector, LabelledDefects
+from .device import resolve_device
 from .errors import ConfigError
 from .image_io import write_float_tiff, write_png8
-from .device import resolve_device
 from .measure import distribution_version, peak_gpu_mb, peak_rss_mb, reset_peak_gpu, stopwatch, torch_threads
 from .metric import EvaluationData
 from .plugins import core_version
@@ -57,7 +57,7 @@ class Task:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Task":
+    def from_json(cls, text: str) -> Task:
         return cls(**json.loads(text))
 
     def base_record(self) -> dict[str, Any]:

@@ -71,9 +71,7 @@ def _widen(value: Any, examples: Sequence[Any]) -> Any:
     return value
 
 
-def check_override(
-    detector: str, key: str, value: Any, examples: Sequence[Any], types: tuple[type, ...] | None = None
-) -> Any:
+def check_override(detector: str, key: str, value: Any, examples: Sequence[Any], types: tuple[type, ...] | None = None) -> Any:
     """``value`` checked against the profile values ``examples`` of ``key`` (or against ``types``
     where the detector declares them); returns it (ints widened to floats where the hyperparameter
     is a float). Raises a one-line :class:`ConfigError`."""

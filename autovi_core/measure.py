@@ -5,9 +5,9 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Iterator
 
 from .device import resolve_device  # noqa: F401 - re-exported: its home is autovi_core.device
 

@@ -167,9 +167,7 @@ class PluginHost:
             try:
                 items = list(impl.function() or [])
             except Exception as exc:
-                self.broken.append(
-                    PluginRecord(kind, plugin_name, distribution, version, "broken", _one_line(exc), _traceback(exc))
-                )
+                self.broken.append(PluginRecord(kind, plugin_name, distribution, version, "broken", _one_line(exc), _traceback(exc)))
                 continue
             for item in items:
                 name = getattr(item, "name", "") or plugin_name

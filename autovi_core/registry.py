@@ -62,9 +62,7 @@ class Registry:
     def metric(self, name: str) -> Metric:
         return self._lookup(self.metrics, "metric", name)
 
-    def create_detector(
-        self, name: str, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any
-    ) -> Detector:
+    def create_detector(self, name: str, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> Detector:
         """Instantiate a registered detector with a profile and hyperparameter overrides."""
         return self.detector_class(name)(profile, seed=seed, device=device, **overrides)
 

@@ -14,8 +14,9 @@ import io
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -276,19 +277,13 @@ def _mean_cell(
     method: str,
 ) -> Cell | None:
     """The mean-row cell: over seeds of the per-seed category mean, or a flagged fallback."""
-    per_category = {
-        c: values[(dataset, c, method)] for c in categories if (dataset, c, method) in values
-    }
+    per_category = {c: values[(dataset, c, method)] for c in categories if (dataset, c, method) in values}
     if not per_category:
         return None
     seeds = sorted({s for per_seed in per_category.values() for s in per_seed}, key=_seed_order)
-    if all(s in per_seed for s in seeds for per_seed in per_category.values()) and len(
-        per_category
-    ) == len(categories):
+    if all(s in per_seed for s in seeds for per_seed in per_category.values()) and len(per_category) == len(categories):
         return _cell([float(np.mean([per_category[c][s] for c in categories])) for s in seeds])
-    category_means = [
-        float(np.mean([v[s] for s in sorted(v, key=_seed_order)])) for v in per_category.values()
-    ]
+    category_means = [float(np.mean([v[s] for s in sorted(v, key=_seed_order)])) for v in per_category.values()]
     return Cell(mean=float(np.mean(category_means)), std=None, n=len(category_means), flagged=True)
 
 
@@ -393,14 +388,11 @@ def render_html(table: Table) -> str:
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8">',
         f"<title>{e(table.metric)}</title>",
-        "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}"
-        "td.v{text-align:right}</style>",
+        "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}td.v{text-align:right}</style>",
         "</head><body>",
         "<table>",
         f"<caption>{e(_caption(table))}</caption>",
-        "<tr><th>dataset</th><th>category</th>"
-        + "".join(f"<th>{e(m)}</th>" for m in table.methods)
-        + "</tr>",
+        "<tr><th>dataset</th><th>category</th>" + "".join(f"<th>{e(m)}</th>" for m in table.methods) + "</tr>",
     ]
     for row in table.rows:
         label = f"<b>{MEAN_ROW}</b>" if row.is_mean else e(row.category)
@@ -425,9 +417,7 @@ RENDERERS: dict[str, Callable[[Table], str]] = {
 }
 
 
-def render(
-    records: Iterable[dict], metric: str = "image_auroc", fmt: str = "md", *, unreadable: int = 0
-) -> str:
+def render(records: Iterable[dict], metric: str = "image_auroc", fmt: str = "md", *, unreadable: int = 0) -> str:
     """Build the table of ``metric`` and render it as ``md``, ``csv`` or ``html``."""
     renderer = RENDERERS.get(fmt)
     if renderer is None:

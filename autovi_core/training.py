@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError
@@ -41,9 +41,7 @@ STEP_PATTERN = "step-{step:09d}.pt"
 STEP_GLOB = "step-*.pt"
 
 
-def run_fingerprint(
-    hparams: Mapping[str, Any], seed: int, images: Iterable[np.ndarray], ignore: Sequence[str] = ()
-) -> str:
+def run_fingerprint(hparams: Mapping[str, Any], seed: int, images: Iterable[np.ndarray], ignore: Sequence[str] = ()) -> str:
     """SHA-256 (hex) of the training ``images``, the ``hparams`` minus ``ignore`` and the ``seed``.
 
     ``images`` is a sequence of arrays (sizes may differ) or one stacked array; both hash the same
@@ -129,8 +127,7 @@ class Checkpointer:
                 return payload
             if self.on_mismatch == "raise":
                 raise ConfigError(
-                    f"{path}: checkpoint was written for other training images or hyperparameters; "
-                    "use another checkpoint_dir or delete it"
+                    f"{path}: checkpoint was written for other training images or hyperparameters; use another checkpoint_dir or delete it"
                 )
         return None
 
@@ -258,8 +255,9 @@ def make_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, device
     )
 
 
-def step_lr(optimizer: torch.optim.Optimizer, base_lr: float, epoch: int, epochs: int,
-            milestones: Sequence[float] = (0.8, 0.9), gamma: float = 0.2) -> float:
+def step_lr(
+    optimizer: torch.optim.Optimizer, base_lr: float, epoch: int, epochs: int, milestones: Sequence[float] = (0.8, 0.9), gamma: float = 0.2
+) -> float:
     """Multiply the lr by ``gamma`` at each milestone (a fraction of ``epochs``), as DRAEM and DSR do."""
     passed = sum(epoch >= int(m * epochs) for m in milestones)
     lr = base_lr * gamma**passed

@@ -112,16 +112,17 @@ def test_speed_ratio_and_memory(data, data_u8):
     for key in ref:
         assert off[key] == pytest.approx(ref[key], abs=1e-9)
     ratio = t_ref / t_ours
-    report = [f"{N_REF} maps: exact {t_ours:.3f}s, plain official reference {t_ref:.2f}s (x{ratio:.0f}), "
-              f"fast official mode {t_off:.3f}s"]
+    report = [f"{N_REF} maps: exact {t_ours:.3f}s, plain official reference {t_ref:.2f}s (x{ratio:.0f}), fast official mode {t_off:.3f}s"]
     for name, (m, c) in (("float32", data), ("uint8", data_u8)):
         size = sum(a.nbytes for a in m)
         tracemalloc.start()
         t_full, _ = _timed(auc_spro, m, c)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        report.append(f"{len(m)} {name} maps ({size / 2**20:.0f} MiB): exact {t_full:.2f}s, "
-                      f"peak extra memory {peak / 2**20:.0f} MiB = {peak / size:.2f}x the maps")
+        report.append(
+            f"{len(m)} {name} maps ({size / 2**20:.0f} MiB): exact {t_full:.2f}s, "
+            f"peak extra memory {peak / 2**20:.0f} MiB = {peak / size:.2f}x the maps"
+        )
         assert peak < 3 * size
     print("\n" + "\n".join(report))
     assert ratio >= 20

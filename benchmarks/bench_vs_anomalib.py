@@ -45,17 +45,11 @@ PEER = ROOT / "benchmarks" / "anomalib_peer"
 ANOMALIB_VENV = Path(os.environ.get("ANOMALIB_VENV", ROOT / ".venv-anomalib"))
 ANOMALIB_PYTHON = ANOMALIB_VENV / "bin" / "python"
 SIZE = int(os.environ.get("AUTOVI_BENCH_SIZE", "128"))
-SEEDS = [
-    int(s)
-    for s in os.environ.get("AUTOVI_BENCH_SEEDS", "0,1,2").split(",")
-    if s.strip()
-]
+SEEDS = [int(s) for s in os.environ.get("AUTOVI_BENCH_SEEDS", "0,1,2").split(",") if s.strip()]
 CATEGORIES = ("textured_plate", "clip_assembly")
 METHODS = ("patchcore", "padim")
 DATA_SEED = 0
-REPEATS = int(
-    os.environ.get("AUTOVI_BENCH_REPEATS", "2")
-)  # timed inference passes per run (median)
+REPEATS = int(os.environ.get("AUTOVI_BENCH_REPEATS", "2"))  # timed inference passes per run (median)
 RUN_TIMEOUT_S = 1800
 ENV_EXTRA = {"MALLOC_MMAP_THRESHOLD_": "1048576", "TQDM_DISABLE": "1"}
 
@@ -71,9 +65,7 @@ def _anomalib_args(method: str, hp: dict) -> list[str]:
     from autovi_core.registry import get_registry
 
     if hp["backbone"] != "tf_efficientnet_lite0" or hp.get("crop") is not None:
-        raise ValueError(
-            f"the comparison assumes Lite0 without crop, the {method} fast profile has {hp}"
-        )
+        raise ValueError(f"the comparison assumes Lite0 without crop, the {method} fast profile has {hp}")
     layers = list(hp["layers"] or get_registry().detector_class(method).layer_preset.layers[hp["backbone"]])
     args = [
         "--resize",
@@ -85,9 +77,7 @@ def _anomalib_args(method: str, hp: dict) -> list[str]:
     ]
     if method == "patchcore":
         if int(hp["k"]) != 1:
-            raise ValueError(
-                "anomalib's PatchCore scores patches by the nearest neighbour only (k = 1)"
-            )
+            raise ValueError("anomalib's PatchCore scores patches by the nearest neighbour only (k = 1)")
         args += [
             "--coreset-ratio",
             str(hp["coreset_ratio"]),
@@ -114,9 +104,7 @@ def _run(command: list[str]) -> dict:
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = (done.stderr or done.stdout)[-3000:]
-        raise RuntimeError(
-            f"{' '.join(command[:4])} ... failed with exit code {done.returncode}:\n{tail}"
-        )
+        raise RuntimeError(f"{' '.join(command[:4])} ... failed with exit code {done.returncode}:\n{tail}")
     return json.loads(lines[-1])
 
 
@@ -126,9 +114,7 @@ def _median(rows: list[dict], key: str) -> float:
 
 def _auroc(rows: list[dict]) -> tuple[float, float]:
     values = [r["image_auroc"] for r in rows]
-    return statistics.mean(values), (
-        statistics.stdev(values) if len(values) > 1 else 0.0
-    )
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def summarise(results: list[dict]) -> tuple[str, list[dict]]:
@@ -139,13 +125,7 @@ def summarise(results: list[dict]) -> tuple[str, list[dict]]:
     for category in CATEGORIES:
         for method in METHODS:
             group = {
-                impl: [
-                    r
-                    for r in results
-                    if r["category"] == category
-                    and r["method"] == method
-                    and r["impl"] == impl
-                ]
+                impl: [r for r in results if r["category"] == category and r["method"] == method and r["impl"] == impl]
                 for impl in ("autovi", "anomalib")
             }
             if not group["autovi"] or not group["anomalib"]:
@@ -157,9 +137,7 @@ def summarise(results: list[dict]) -> tuple[str, list[dict]]:
                     "fit_s": _median(rows, "fit_s"),
                     "img_per_s": _median(rows, "img_per_s"),
                     "peak_rss_mb": _median(rows, "peak_rss_mb"),
-                    "model_rss_mb": statistics.median(
-                        r["peak_rss_mb"] - r["base_rss_mb"] for r in rows
-                    ),
+                    "model_rss_mb": statistics.median(r["peak_rss_mb"] - r["base_rss_mb"] for r in rows),
                     "auroc_mean": mean,
                     "auroc_sd": sd,
                     "runs": len(rows),
@@ -198,10 +176,7 @@ def summarise(results: list[dict]) -> tuple[str, list[dict]]:
 def run_comparison(data_root: Path) -> list[dict]:
     from autovi_core.datasets.synthetic import generate_category
 
-    dirs = {
-        c: generate_category(data_root, c, size=SIZE, seed=DATA_SEED)
-        for c in CATEGORIES
-    }
+    dirs = {c: generate_category(data_root, c, size=SIZE, seed=DATA_SEED) for c in CATEGORIES}
     results = []
     for seed in SEEDS:
         for category in CATEGORIES:
@@ -210,9 +185,7 @@ def run_comparison(data_root: Path) -> list[dict]:
                 common = ["--method", method, "--category-dir", str(dirs[category]), "--seed", str(seed), "--repeats", str(REPEATS)]
                 ours = [sys.executable, str(PEER / "run_autovi.py"), *common]
                 peer = [str(ANOMALIB_PYTHON), str(PEER / "run_anomalib.py"), *common, *_anomalib_args(method, hp)]
-                order = (
-                    [ours, peer] if seed % 2 == 0 else [peer, ours]
-                )  # alternate who runs first
+                order = [ours, peer] if seed % 2 == 0 else [peer, ours]  # alternate who runs first
                 for command in order:
                     start = time.perf_counter()
                     row = _run(command)
@@ -229,9 +202,7 @@ def run_comparison(data_root: Path) -> list[dict]:
 
 def test_patchcore_padim_vs_anomalib(benchmark, tmp_path_factory):
     if not ANOMALIB_PYTHON.exists():
-        pytest.skip(
-            f"{ANOMALIB_VENV} is missing: create it with `bash benchmarks/anomalib_peer/setup_venv.sh`"
-        )
+        pytest.skip(f"{ANOMALIB_VENV} is missing: create it with `bash benchmarks/anomalib_peer/setup_venv.sh`")
     try:
         for method in METHODS:
             _fast_profile(method)
@@ -239,12 +210,8 @@ def test_patchcore_padim_vs_anomalib(benchmark, tmp_path_factory):
         pytest.skip(f"the {METHODS} detector plugins are not installed: {exc}")
 
     data_root = tmp_path_factory.mktemp("synthetic")
-    print(
-        f"\nautovi vs anomalib: {SIZE} px, seeds {SEEDS}, {os.cpu_count()} CPUs, data in {data_root}"
-    )
-    results = benchmark.pedantic(
-        run_comparison, args=(data_root,), rounds=1, iterations=1
-    )
+    print(f"\nautovi vs anomalib: {SIZE} px, seeds {SEEDS}, {os.cpu_count()} CPUs, data in {data_root}")
+    results = benchmark.pedantic(run_comparison, args=(data_root,), rounds=1, iterations=1)
     table, summary = summarise(results)
     print("\n" + table)
     benchmark.extra_info["size"] = SIZE
@@ -252,7 +219,5 @@ def test_patchcore_padim_vs_anomalib(benchmark, tmp_path_factory):
     benchmark.extra_info["summary"] = summary
     benchmark.extra_info["runs"] = results
     if os.environ.get("AUTOVI_BENCH_OUT"):
-        Path(os.environ["AUTOVI_BENCH_OUT"]).write_text(
-            json.dumps({"summary": summary, "runs": results}, indent=1)
-        )
+        Path(os.environ["AUTOVI_BENCH_OUT"]).write_text(json.dumps({"summary": summary, "runs": results}, indent=1))
     assert all(0.0 <= r["image_auroc"] <= 1.0 for r in results)

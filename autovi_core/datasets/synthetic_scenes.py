@@ -196,7 +196,7 @@ class Camera:
     noise: np.ndarray  # (H, W, 3) sensor noise
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, size: int) -> "Camera":
+    def draw(cls, rng: np.random.Generator, size: int) -> Camera:
         jitter = 3.0 * size / 128
         pose = Pose(rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter), math.radians(rng.uniform(-2.0, 2.0)))
         gain = rng.uniform(0.9, 1.1)
@@ -360,9 +360,7 @@ def bare_wire_mask(frame: Frame, cable: np.ndarray, stretch: tuple[float, float]
     return (distance <= CABLE_HALF_WIDTH * frame.size + 0.5) & (t >= stretch[0]) & (t <= stretch[1])
 
 
-def render_harness(
-    frame: Frame, rng: np.random.Generator, cable: np.ndarray, bare: tuple[float, float] | None
-) -> FloatImage:
+def render_harness(frame: Frame, rng: np.random.Generator, cable: np.ndarray, bare: tuple[float, float] | None) -> FloatImage:
     """The bracket, the two connectors and the cable (copper showing on the ``bare`` stretch)."""
     size, u, v = frame.size, frame.u, frame.v
     image = grey(0.13 + 0.012 * smooth_noise(rng, size, 3 * size / 128), (0.95, 0.95, 1.0))
@@ -394,9 +392,7 @@ def draw_bare_stretch(rng: np.random.Generator) -> tuple[float, float]:
 _SPLITS = {"train": 0, "test": 1}
 
 
-def image_streams(
-    category: str, seed: int, split: str, folder: str, index: int
-) -> tuple[np.random.Generator, np.random.Generator]:
+def image_streams(category: str, seed: int, split: str, folder: str, index: int) -> tuple[np.random.Generator, np.random.Generator]:
     """The (scene, defect) random streams of one image."""
     folders = ("good", *CATEGORY_SPECS[category].folders)
     key = [seed, SYNTHETIC_CATEGORIES.index(category), _SPLITS[split], folders.index(folder), index]

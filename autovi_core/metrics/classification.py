@@ -72,9 +72,7 @@ def image_ap(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float(np.sum(recall_gain * precision))
 
 
-def tpr_at_tnr(
-    scores: Sequence[float], labels: Sequence[int], levels: Sequence[float] = TNR_LEVELS
-) -> dict[str, float]:
+def tpr_at_tnr(scores: Sequence[float], labels: Sequence[int], levels: Sequence[float] = TNR_LEVELS) -> dict[str, float]:
     """Largest TPR among the test ROC's operating points with FPR <= 1 - level, per level.
 
     A 1e-12 slack absorbs the rounding of ``1 - level``.

@@ -95,7 +95,7 @@ def _gather_negatives(maps: Sequence[np.ndarray], unions: Sequence[np.ndarray | 
     out = np.empty(n_neg, dtype=dtype)
     start = 0
     for m, u, size in zip(maps, unions, sizes):
-        out[start:start + size] = m.ravel() if u is None else m[~u]
+        out[start : start + size] = m.ravel() if u is None else m[~u]
         start += size
     out.sort()
     if n_neg and np.issubdtype(dtype, np.floating) and np.isnan(out[-1]):

@@ -96,9 +96,7 @@ def initial_thresholds(maps: Sequence[np.ndarray], seed: int | None = 0) -> list
     else:
         per_image = int(np.floor(MAX_SCORES / len(maps)))
         rng = np.random.default_rng(seed) if seed is not None else np.random
-        scores = np.concatenate(
-            [rng.choice(np.asarray(m).ravel(), size=min(per_image, m.size), replace=False) for m in maps]
-        )
+        scores = np.concatenate([rng.choice(np.asarray(m).ravel(), size=min(per_image, m.size), replace=False) for m in maps])
     scores.sort()
     lowest = min(float(np.min(m)) for m in maps)
     highest = max(float(np.max(m)) for m in maps)

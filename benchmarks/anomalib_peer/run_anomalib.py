@@ -106,11 +106,7 @@ def map_lite0_keys(source: dict, model) -> dict:
     The package's 16 blocks ``_blocks.N`` are timm's ``blocks.<stage>.<index>`` in order; block 0
     (no expansion) and the others name their layers differently; the stem/head names differ too.
     """
-    order = [
-        f"blocks.{s}.{i}"
-        for s, stage in enumerate(model.blocks)
-        for i in range(len(stage))
-    ]
+    order = [f"blocks.{s}.{i}" for s, stage in enumerate(model.blocks) for i in range(len(stage))]
     head = {
         "_conv_stem": "conv_stem",
         "_bn0": "bn1",
@@ -173,11 +169,7 @@ def load_into(module, state: dict) -> None:
         raise SystemExit(f"backbone weights do not cover {missing[:5]}")
     before = {k: v.clone() for k, v in own.items()}
     module.load_state_dict({k: state[k] for k in own}, strict=True)
-    if all(
-        torch.equal(before[k], v)
-        for k, v in module.state_dict().items()
-        if v.is_floating_point()
-    ):
+    if all(torch.equal(before[k], v) for k, v in module.state_dict().items() if v.is_floating_point()):
         raise SystemExit("backbone weights equal the random initialisation")
 
 
@@ -205,19 +197,13 @@ def build_model(args):
         from anomalib.models.image.padim.torch_model import PadimModel
 
         n_features = args.n_features
-        model = PadimModel(
-            layers=layers, backbone=backbone, pre_trained=False, n_features=n_features
-        )
+        model = PadimModel(layers=layers, backbone=backbone, pre_trained=False, n_features=n_features)
     extractor = model.feature_extractor.feature_extractor
-    if (
-        args.backbone_kind == "name"
-    ):  # timm FeatureListNet by name: load the mapped weights into it
+    if args.backbone_kind == "name":  # timm FeatureListNet by name: load the mapped weights into it
         load_into(extractor, classifier.state_dict())
     else:  # the nn.Module was traced with its weights already in place; check they survived
         probe = dict(extractor.named_parameters())
-        if not torch.equal(
-            probe["conv_stem.weight"], classifier.state_dict()["conv_stem.weight"]
-        ):
+        if not torch.equal(probe["conv_stem.weight"], classifier.state_dict()["conv_stem.weight"]):
             raise SystemExit("traced backbone lost the loaded weights")
     return model, source
 
@@ -228,9 +214,7 @@ def main() -> None:
     parser.add_argument("--method", required=True, choices=["patchcore", "padim"])
     parser.add_argument("--category-dir", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--resize", type=int, default=128, help="network input size (square)"
-    )
+    parser.add_argument("--resize", type=int, default=128, help="network input size (square)")
     parser.add_argument("--layers", nargs="+", required=True)
     parser.add_argument(
         "--coreset-ratio",
@@ -244,9 +228,7 @@ def main() -> None:
         default=9,
         help="PatchCore reweighting neighbours (b)",
     )
-    parser.add_argument(
-        "--n-features", type=int, default=None, help="PaDiM embedding dims kept"
-    )
+    parser.add_argument("--n-features", type=int, default=None, help="PaDiM embedding dims kept")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
         "--repeats",
@@ -278,9 +260,7 @@ def main() -> None:
     train, test, labels = read_category(category_dir)
     base_rss = rss_mb()
     torch.manual_seed(args.seed)
-    np.random.seed(
-        args.seed
-    )  # anomalib's coreset projection draws from sklearn's global NumPy state
+    np.random.seed(args.seed)  # anomalib's coreset projection draws from sklearn's global NumPy state
 
     def batches(images):
         for start in range(0, len(images), args.batch_size):

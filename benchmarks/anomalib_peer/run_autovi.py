@@ -36,9 +36,7 @@ def main() -> None:
     parser.add_argument("--category-dir", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", default="fast")
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="timed predict passes (median reported)"
-    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed predict passes (median reported)")
     args = parser.parse_args()
 
     import numpy as np
@@ -58,9 +56,7 @@ def main() -> None:
         pass
 
     category_dir = args.category_dir.resolve()
-    probe = read_autovi_category(
-        category_dir, dataset="synthetic", name=category_dir.name, native_size=None
-    )
+    probe = read_autovi_category(category_dir, dataset="synthetic", name=category_dir.name, native_size=None)
     train_images = probe.load_images(probe.train)
     test_samples = probe.test
     test_images = probe.load_images(test_samples)
@@ -106,10 +102,7 @@ def main() -> None:
         "settings": {k: hp[k] for k in sorted(hp)},
         "weights_source": detector.provenance.get("weights_source"),
     }
-    if (
-        args.method == "patchcore"
-        and getattr(detector, "memory_bank", None) is not None
-    ):
+    if args.method == "patchcore" and getattr(detector, "memory_bank", None) is not None:
         result["memory_bank"] = list(detector.memory_bank.shape)
     print(json.dumps(result))
 

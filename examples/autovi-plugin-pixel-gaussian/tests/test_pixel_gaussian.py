@@ -23,4 +23,3 @@ class TestPixelGaussianConformance(DetectorConformance):
     # template's per-pixel Gaussian reaches 1.0 and 0.94 there; raise them as your method improves.
     min_auroc = 0.7
     min_pixel_auroc = 0.85
-

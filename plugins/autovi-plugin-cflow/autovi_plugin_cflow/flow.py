@@ -50,7 +50,9 @@ def _full_precision(x: torch.Tensor) -> torch.Tensor:
 class CouplingBlock(nn.Module):
     """One conditional affine coupling with soft clamping, global affine and fixed channel mixing."""
 
-    def __init__(self, channels: int, condition: int, *, clamp: float = 1.9, permute_soft: bool = True, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, channels: int, condition: int, *, clamp: float = 1.9, permute_soft: bool = True, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         self.split = channels // 2
         kept, changed = self.split, channels - self.split

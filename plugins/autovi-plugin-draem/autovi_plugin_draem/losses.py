@@ -13,9 +13,7 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return w / w.sum()
 
 
-def ssim(
-    x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0
-) -> torch.Tensor:
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
     """Mean SSIM of two ``(N, C, H, W)`` batches over every full window ("valid" positions).
 
     Local means, variances and covariance come from a separable Gaussian window per channel;

@@ -58,7 +58,9 @@ class Decoder(nn.Module):
         self.ups = nn.ModuleList()
         self.blocks = nn.ModuleList()
         for i in range(depth - 1, 0, -1):
-            self.ups.append(nn.Sequential(nn.Conv2d(chans[i], chans[i - 1], 3, padding=1), nn.BatchNorm2d(chans[i - 1]), nn.ReLU(inplace=True)))
+            self.ups.append(
+                nn.Sequential(nn.Conv2d(chans[i], chans[i - 1], 3, padding=1), nn.BatchNorm2d(chans[i - 1]), nn.ReLU(inplace=True))
+            )
             self.blocks.append(conv_block(chans[i - 1] * (2 if skips else 1), chans[i - 1]))
         self.out = nn.Conv2d(chans[0], cout, 3, padding=1)
 

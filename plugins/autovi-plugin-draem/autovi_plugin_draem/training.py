@@ -3,7 +3,6 @@ schedule. Mixed precision, CPU determinism and checkpoints come from :mod:`autov
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from scipy.ndimage import rotate as nd_rotate

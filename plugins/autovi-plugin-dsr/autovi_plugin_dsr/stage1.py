@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from autovi_core.cache import cache_root, load_or_build
 from autovi_core.errors import ConfigError, DataError
 from autovi_core.progress import track
-
 from autovi_core.training import autocast, deterministic, make_loader, run_fingerprint
 
 from .data import Stage1Set

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 class VectorQuantizerEMA(nn.Module):
     """Nearest-codebook quantisation of ``(N, D, H, W)`` maps with an EMA-updated codebook of K codes."""
 
-    def __init__(self, num_codes: int, dim: int, commitment: float = 0.25, decay: float = 0.99, eps: float = 1e-5,
-                 dead_threshold: float = 0.01) -> None:
+    def __init__(
+        self, num_codes: int, dim: int, commitment: float = 0.25, decay: float = 0.99, eps: float = 1e-5, dead_threshold: float = 0.01
+    ) -> None:
         super().__init__()
         self.commitment, self.decay, self.eps, self.dead_threshold = commitment, decay, eps, dead_threshold
         self.register_buffer("embedding", torch.randn(num_codes, dim))
@@ -115,8 +116,16 @@ class ImageDecoder(nn.Module):
 class VQModel(nn.Module):
     """Two-level VQ-VAE: ``encode`` gives the quantised hi (stride 4) and lo (stride 8) maps."""
 
-    def __init__(self, hidden: int = 128, dim: int = 128, num_codes: int = 4096, res_hidden: int = 64,
-                 res_layers: int = 2, commitment: float = 0.25, decay: float = 0.99) -> None:
+    def __init__(
+        self,
+        hidden: int = 128,
+        dim: int = 128,
+        num_codes: int = 4096,
+        res_hidden: int = 64,
+        res_layers: int = 2,
+        commitment: float = 0.25,
+        decay: float = 0.99,
+    ) -> None:
         super().__init__()
         self.encoder_hi = nn.Sequential(
             nn.Conv2d(3, hidden // 2, 4, stride=2, padding=1), nn.ReLU(),

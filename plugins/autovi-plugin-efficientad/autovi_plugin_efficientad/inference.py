@@ -34,7 +34,7 @@ class FusedEfficientAD(nn.Module):
         self.register_buffer("teacher_std", torch.ones(1, channels, 1, 1))
         self.register_buffer("quantiles", torch.tensor([0.0, 1.0, 0.0, 1.0]))  # st q_a, st q_b, ae q_a, ae q_b
 
-    def train(self, mode: bool = True) -> "FusedEfficientAD":
+    def train(self, mode: bool = True) -> FusedEfficientAD:
         super().train(mode)
         self.teacher.eval()  # the teacher is frozen, always in eval mode
         return self
@@ -78,7 +78,7 @@ class FusedEfficientAD(nn.Module):
         """Extend (N, h, w) grids by the 4 unseen border cells (edge values repeated) to align with the input."""
         return F.pad(grid.unsqueeze(1), (PAD, PAD, PAD, PAD), mode="replicate").squeeze(1)
 
-    def prepare_inference(self) -> "FusedEfficientAD":
+    def prepare_inference(self) -> FusedEfficientAD:
         """Eval mode, channels-last weights."""
         return self.eval().to(memory_format=torch.channels_last)
 

@@ -35,9 +35,7 @@ def penalty_loss(student_on_penalty: torch.Tensor) -> torch.Tensor:
     return (student_on_penalty**2).mean()
 
 
-def autoencoder_losses(
-    teacher: torch.Tensor, autoencoder: torch.Tensor, student_ae: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def autoencoder_losses(teacher: torch.Tensor, autoencoder: torch.Tensor, student_ae: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_AE, L_STAE): the autoencoder mimics the teacher, the student's second half mimics the autoencoder."""
     return ((teacher - autoencoder) ** 2).mean(), ((autoencoder - student_ae) ** 2).mean()
 

@@ -163,7 +163,7 @@ class DistillationTarget:
     std: torch.Tensor | None = None
 
     @classmethod
-    def build(cls, backbone: str, weights: str | None, out_channels: int, device: str) -> "DistillationTarget":
+    def build(cls, backbone: str, weights: str | None, out_channels: int, device: str) -> DistillationTarget:
         from autovi_core.backbones import FeatureExtractor
 
         extractor = FeatureExtractor.for_preset(TARGET_LAYERS, backbone, weights=weights, device=device)
@@ -191,7 +191,17 @@ class DistillationTarget:
 
 # --- the teacher -------------------------------------------------------------------------------------
 def settings_key(hp: dict[str, Any], backbone: str, pool: str) -> str:
-    keys = ("model_size", "out_channels", "width", "image_size", "teacher_steps", "teacher_batch", "teacher_lr", "teacher_views", "teacher_pool_max")
+    keys = (
+        "model_size",
+        "out_channels",
+        "width",
+        "image_size",
+        "teacher_steps",
+        "teacher_batch",
+        "teacher_lr",
+        "teacher_views",
+        "teacher_pool_max",
+    )
     settings = {k: hp[k] for k in keys} | {"backbone": backbone, "pool": pool, "format": CACHE_FORMAT}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -208,7 +218,9 @@ def obtain_teacher(hp: dict[str, Any], train_images: Sequence[np.ndarray], devic
             check.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             detail = str(exc).splitlines()[0][:300]
-            raise ConfigError(f"teacher_weights {path} does not fit PDN-{hp['model_size']} with {hp['out_channels']} channels: {detail}") from None
+            raise ConfigError(
+                f"teacher_weights {path} does not fit PDN-{hp['model_size']} with {hp['out_channels']} channels: {detail}"
+            ) from None
         return check.state_dict(), f"file {path} (sha256 {sha256_prefix(path)})"
 
     from autovi_core.backbones import weights_env_var

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from autovi_plugin_efficientad.inference import FusedEfficientAD
 from autovi_plugin_efficientad.networks import Autoencoder, pdn
 
@@ -25,7 +24,9 @@ def fused(size: str, device: str) -> FusedEfficientAD:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("size", ["small", pytest.param("medium", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="PDN-M on CPU only on demand"))])
+@pytest.mark.parametrize(
+    "size", ["small", pytest.param("medium", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="PDN-M on CPU only on demand"))]
+)
 def test_batch1_latency_256(benchmark, size: str, device: str) -> None:
     model = fused(size, device)
     image = torch.rand(1, 3, 256, 256, device=device)

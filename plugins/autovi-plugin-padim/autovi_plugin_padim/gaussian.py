@@ -60,7 +60,7 @@ def mahalanobis(embeddings: torch.Tensor, mean: torch.Tensor, inv_cov: torch.Ten
     x = embeddings.permute(2, 0, 1)  # (P, B, D)
     out = torch.empty(x.shape[1], x.shape[0], dtype=inv_cov.dtype, device=inv_cov.device)
     for begin in range(0, x.shape[0], chunk):
-        delta = (x[begin : begin + chunk].to(inv_cov) - mean[begin : begin + chunk].to(inv_cov).unsqueeze(1))  # (p, B, D)
+        delta = x[begin : begin + chunk].to(inv_cov) - mean[begin : begin + chunk].to(inv_cov).unsqueeze(1)  # (p, B, D)
         squared = ((delta @ inv_cov[begin : begin + chunk]) * delta).sum(dim=2)  # (p, B)
         out[:, begin : begin + chunk] = squared.clamp_(min=0.0).sqrt().T
     return out

@@ -68,4 +68,3 @@ def reweighted_image_scores(
     distances = torch.linalg.vector_norm(neighbours - test_star.cpu().unsqueeze(1), dim=2)  # (N, b)
     weights = 1.0 - torch.softmax(distances.double(), dim=1)[:, 0]
     return weights * s_star.double()
-

@@ -41,9 +41,7 @@ class BoostedForest:
     def make_model(self, scale_pos_weight: float = 1.0) -> Any:
         import xgboost
 
-        return xgboost.XGBClassifier(
-            **self.settings, scale_pos_weight=scale_pos_weight, random_state=self.seed, n_jobs=self.n_jobs
-        )
+        return xgboost.XGBClassifier(**self.settings, scale_pos_weight=scale_pos_weight, random_state=self.seed, n_jobs=self.n_jobs)
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> BoostedForest:
         labels = np.asarray(labels, dtype=np.int64)

@@ -176,7 +176,12 @@ class SegAD(Detector):
                 raise ConfigError("segmentation='user' needs the part_maps folder")
             self.provenance["segmentation_source"] = "user"
             return UserPartMaps(hp["part_maps"], hp["part_maps_images"], n_parts)
-        settings = {"input_size": hp["segmentation_input"], "position_weight": hp["position_weight"], "device": self.device, "seed": self.seed}
+        settings = {
+            "input_size": hp["segmentation_input"],
+            "position_weight": hp["position_weight"],
+            "device": self.device,
+            "seed": self.seed,
+        }
         if mode in ("auto", "backbone"):
             try:
                 segmenter = KMeansParts(n_parts, "backbone", **settings).fit(goods, self.grid)
@@ -302,9 +307,7 @@ def resolve_base_detectors(value: str | Sequence[str]) -> list[str]:
     from autovi_core.registry import get_registry
 
     registry = get_registry()
-    usable = {
-        name: cls for name, cls in registry.detectors.items() if name != SegAD.name and not cls.capabilities.supervised
-    }
+    usable = {name: cls for name, cls in registry.detectors.items() if name != SegAD.name and not cls.capabilities.supervised}
     if value == "auto":
         ranked = [n for n in BASE_PREFERENCE if n in usable] + sorted(n for n in usable if n not in BASE_PREFERENCE)
         if not ranked:
@@ -320,4 +323,3 @@ def resolve_base_detectors(value: str | Sequence[str]) -> list[str]:
         if name not in usable:
             raise ConfigError(f"{name!r} cannot be a SegAD base detector: it is supervised")
     return names
-
