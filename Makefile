@@ -25,7 +25,9 @@ $(STAMP): $(INSTALL_INPUTS)
 	touch $(STAMP)
 
 test: install
-	AUTOVI_NO_PROGRESS=1 $(BIN)/python -m pytest -q tests plugins/*/tests examples/*/tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	AUTOVI_NO_PROGRESS=1 $(BIN)/python -m pytest -q --durations=15 tests plugins/*/tests examples/*/tests
 
 RUN_DIR ?= runs/make-run-$(shell date +%Y%m%d-%H%M%S)
 # make run EXECUTOR=ray: the experiments run concurrently

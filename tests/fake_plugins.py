@@ -21,7 +21,7 @@ def make_plugin(
     return site
 
 
-FAULTY_DETECTORS = '''
+FAULTY_DETECTORS = """
 import os
 import numpy as np
 from autovi_core import Capabilities, Detector, Prediction, hookimpl
@@ -83,4 +83,4 @@ class Segfaults(_Base):
 @hookimpl
 def autovi_register_detectors():
     return [Raises, Crashes, Hangs, Hogs, Segfaults]
-'''
+"""

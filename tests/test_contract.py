@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fake_plugins import make_plugin
 
 import autovi_core
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
 from autovi_core.errors import ConfigError, ContractError, DataError, NotFittedError
 from autovi_core.hparams import Hyperparameters, check_override
 from autovi_core.plugins import incompatibility
-from fake_plugins import make_plugin
 
 
 class Mean(Detector):
@@ -268,7 +268,7 @@ def test_every_plugin_in_the_repository_pins_the_contract() -> None:
         assert core[0].specifier.contains(autovi_core.__version__) and not core[0].specifier.contains("2.0.0"), path
 
 
-COMPATIBLE = '''
+COMPATIBLE = """
 import numpy as np
 from autovi_core import Detector, Prediction, hookimpl
 
@@ -294,7 +294,7 @@ class Tiny(Detector):
 @hookimpl
 def autovi_register_detectors():
     return [Tiny]
-'''
+"""
 
 
 def _autovi(*args: str, site: Path) -> subprocess.CompletedProcess:
@@ -305,7 +305,9 @@ def _autovi(*args: str, site: Path) -> subprocess.CompletedProcess:
 @pytest.fixture
 def plugin_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
-    make_plugin(site, "autovi-old", "old", "autovi_old_mod", "raise RuntimeError('must not be imported')\n", requires=("autovi-core>=0.1,<1",))
+    make_plugin(
+        site, "autovi-old", "old", "autovi_old_mod", "raise RuntimeError('must not be imported')\n", requires=("autovi-core>=0.1,<1",)
+    )
     make_plugin(site, "autovi-tiny", "tiny", "autovi_tiny_mod", COMPATIBLE, requires=("autovi-core>=1.0,<2", "numpy"))
     return site
 
@@ -324,7 +326,9 @@ def test_plugin_for_another_major_version_is_listed_incompatible_not_imported(pl
 
 def test_all_plugins_skips_incompatible_ones_with_the_reason(plugin_site: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _autovi("--plugins", "old,tiny", "run", "--all-plugins", "-c", "clip_assembly", "--in-process", "--output", str(out), site=plugin_site)
+    proc = _autovi(
+        "--plugins", "old,tiny", "run", "--all-plugins", "-c", "clip_assembly", "--in-process", "--output", str(out), site=plugin_site
+    )
     assert proc.returncode == 0, proc.stderr
     assert "skipping incompatible plugin 'old'" in proc.stderr and "requires autovi-core" in proc.stderr
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

@@ -72,9 +72,7 @@ def read_test_category(cat_dir: Path, native_size: tuple[int, int] | None = (16,
 def test_autovi_samples_labels_and_channels(tmp_path: Path) -> None:
     category = read_test_category(make_autovi(tmp_path / "pipe_clip"))
     assert [s.key for s in category.train] == ["good/000", "good/001"]
-    assert [(s.key, s.label) for s in category.test] == [
-        ("good/000", 0), ("missing/000", 1), ("missing/001", 1), ("multiple/000", 1)
-    ]
+    assert [(s.key, s.label) for s in category.test] == [("good/000", 0), ("missing/000", 1), ("missing/001", 1), ("multiple/000", 1)]
     assert category.defect_dirs == ["missing", "multiple"]
     assert category.summary() == {"train": 2, "test_good": 1, "test_defective": 3}
     multiple = category.test[-1]
@@ -211,8 +209,7 @@ def test_autovi_hidden_files_are_ignored(tmp_path: Path) -> None:
 def test_defects_config_threshold_types_are_strict(tmp_path: Path, threshold: str, relative: str, accepted: bool) -> None:
     path = tmp_path / "defects_config.json"
     path.write_text(
-        '[{"defect_name": "missing", "pixel_value": 255, '
-        f'"saturation_threshold": {threshold}, "relative_saturation": {relative}}}]'
+        f'[{{"defect_name": "missing", "pixel_value": 255, "saturation_threshold": {threshold}, "relative_saturation": {relative}}}]'
     )
     if accepted:
         [cfg] = read_defects_config(path)
@@ -401,8 +398,7 @@ def test_folder_reads_the_three_mask_styles(tmp_path: Path) -> None:
     category = dataset.load_category(tmp_path, "widget")
     assert category.has_masks and category.defects_config == ()
     channels = {
-        s.key: [(c.path.relative_to(category.root / "ground_truth").as_posix(), c.pixel_value) for c in s.channels]
-        for s in category.test
+        s.key: [(c.path.relative_to(category.root / "ground_truth").as_posix(), c.pixel_value) for c in s.channels] for s in category.test
     }
     assert channels == {
         "good/000": [],
@@ -432,7 +428,10 @@ def test_folder_without_ground_truth_is_image_level(tmp_path: Path) -> None:
     category = dataset.load_category(cat_dir, "widget")
     assert not category.has_masks and category.root == cat_dir
     assert [(s.key, s.label, s.channels) for s in category.test] == [
-        ("crack/000", 1, ()), ("crack/001", 1, ()), ("crack/002", 1, ()), ("good/000", 0, ())
+        ("crack/000", 1, ()),
+        ("crack/001", 1, ()),
+        ("crack/002", 1, ()),
+        ("good/000", 0, ()),
     ]
 
 
@@ -478,8 +477,11 @@ def test_read_rgb_round_trip(shape: tuple[int, int], mode: str, seed: int) -> No
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    mask=_shapes.flatmap(lambda s: st.lists(st.booleans(), min_size=s[0] * s[1], max_size=s[0] * s[1]).map(
-        lambda bits: np.array(bits, dtype=bool).reshape(s))),
+    mask=_shapes.flatmap(
+        lambda s: st.lists(st.booleans(), min_size=s[0] * s[1], max_size=s[0] * s[1]).map(
+            lambda bits: np.array(bits, dtype=bool).reshape(s)
+        )
+    ),
     value=st.integers(1, 255),
     mode=st.sampled_from(["L", "RGB", "RGBA"]),
 )

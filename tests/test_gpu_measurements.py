@@ -25,8 +25,23 @@ def test_quick_mode_times_training_and_inference(tmp_path: Path) -> None:
     pytest.importorskip("autovi_plugin_patchcore")
     script = load_script()
     out = tmp_path / "report.md"
-    text = script.main(["--device", "cpu", "--quick", "--detector", "draem", "--detector", "efficientad",
-                        "--detector", "patchcore", "--category", "clip_assembly", "--output", str(out)])
+    text = script.main(
+        [
+            "--device",
+            "cpu",
+            "--quick",
+            "--detector",
+            "draem",
+            "--detector",
+            "efficientad",
+            "--detector",
+            "patchcore",
+            "--category",
+            "clip_assembly",
+            "--output",
+            str(out),
+        ]
+    )
     assert out.read_text() == text
     rows = [line for line in text.splitlines() if line.split("|")[1:2] and line.split("|")[1].strip() in script.PLANS]
     assert [r.split("|")[2].strip() for r in rows] == ["epoch", "training step", "whole fit"]

@@ -21,7 +21,6 @@ GOLDEN = Path(os.environ.get("AUTOVI_GOLDEN", Path(__file__).resolve().parent / 
 CATEGORIES = ("synth", "pipe_staple")
 
 
-
 @functools.cache
 def expected() -> dict:
     return json.loads((GOLDEN / "EXPECTED.json").read_text())

@@ -136,7 +136,7 @@ def test_official_mode_on_random_data_is_close_to_exact():
 # ---------------------------------------------------------------- AUPRO and pixel AUROC
 def brute_aupro(maps, masks, limit):
     channels = []
-    for m, mask in zip(maps, masks):
+    for mask in masks:
         chans = []
         if mask is not None:
             labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
@@ -237,8 +237,7 @@ def test_property_exact_equals_brute_force(case):
     maps, channels = case
     got = auc_spro(maps, channels)
     as_float = auc_spro([m.astype(np.float64) for m in maps], channels)
-    has_neg = any((~np.any([c[0] for c in chans], axis=0) if chans else np.ones(m.shape, bool)).any()
-                  for m, chans in zip(maps, channels))
+    has_neg = any((~np.any([c[0] for c in chans], axis=0) if chans else np.ones(m.shape, bool)).any() for m, chans in zip(maps, channels))
     if not has_neg or not any(channels):
         assert all(np.isnan(v) for v in got.values())
         return

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fake_plugins import FAULTY_DETECTORS, make_plugin
 
 AUTOVI = [sys.executable, "-m", "autovi_core.cli"]
@@ -77,8 +76,13 @@ def test_killed_run_leaves_whole_lines_and_resumes(tmp_path, example_plugin):
     out = tmp_path / "run"
     args = [*AUTOVI, "run", "-d", "pixel_gaussian", "-c", "clip_assembly", "--output", str(out)]
     seeds = [arg for s in range(6) for arg in ("--seed", str(s))]
-    proc = subprocess.Popen([*args, *seeds], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, AUTOVI_NO_PROGRESS="1"), start_new_session=True)
+    proc = subprocess.Popen(
+        [*args, *seeds],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, AUTOVI_NO_PROGRESS="1"),
+        start_new_session=True,
+    )
     results = out / "results.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not results.exists() or len(results.read_text().splitlines()) < 2):
@@ -97,8 +101,20 @@ def _lines(path: Path) -> list[dict]:
 
 def test_run_writes_contract_results_and_resumes(tmp_path, example_plugin):
     out = tmp_path / "run"
-    proc = autovi("run", "--detector", "pixel_gaussian", "--category", "clip_assembly", "--seed", "0", "--seed", "1",
-                  "--output", str(out), "--save-maps")
+    proc = autovi(
+        "run",
+        "--detector",
+        "pixel_gaussian",
+        "--category",
+        "clip_assembly",
+        "--seed",
+        "0",
+        "--seed",
+        "1",
+        "--output",
+        str(out),
+        "--save-maps",
+    )
     records = _lines(out / "results.jsonl")
     assert [r["seed"] for r in records] == [0, 1]
     r = records[0]
@@ -122,8 +138,22 @@ def test_run_writes_contract_results_and_resumes(tmp_path, example_plugin):
     assert "pixel_gaussian" in proc.stdout  # summary table
 
     # --resume skips what is ok and runs the rest
-    proc = autovi("run", "--detector", "pixel_gaussian", "--category", "clip_assembly", "--seed", "0", "--seed", "1",
-                  "--seed", "2", "--output", str(out), "--resume")
+    proc = autovi(
+        "run",
+        "--detector",
+        "pixel_gaussian",
+        "--category",
+        "clip_assembly",
+        "--seed",
+        "0",
+        "--seed",
+        "1",
+        "--seed",
+        "2",
+        "--output",
+        str(out),
+        "--resume",
+    )
     assert "2 experiment(s) already ok, 1 to run" in proc.stderr
     assert [r["seed"] for r in _lines(out / "results.jsonl")] == [0, 1, 2]
 
@@ -160,9 +190,33 @@ def test_failing_plugins_fail_alone(tmp_path, example_plugin, executor):
         pytest.importorskip("ray")
     site = make_plugin(tmp_path / "site", "autovi-faulty", "faulty", "autovi_faulty_mod", FAULTY_DETECTORS)
     out = tmp_path / "run"
-    proc = autovi("run", "-d", "raises", "-d", "crashes", "-d", "hangs", "-d", "hogs", "-d", "segfaults",
-                  "-d", "pixel_gaussian", "-c", "clip_assembly", "--timeout", "12", "--memory-limit", "3000",
-                  "--executor", executor, "--output", str(out), site=site, check=False)
+    proc = autovi(
+        "run",
+        "-d",
+        "raises",
+        "-d",
+        "crashes",
+        "-d",
+        "hangs",
+        "-d",
+        "hogs",
+        "-d",
+        "segfaults",
+        "-d",
+        "pixel_gaussian",
+        "-c",
+        "clip_assembly",
+        "--timeout",
+        "12",
+        "--memory-limit",
+        "3000",
+        "--executor",
+        executor,
+        "--output",
+        str(out),
+        site=site,
+        check=False,
+    )
     assert proc.returncode == 5, proc.stderr
     records = {r["detector"]: r for r in _lines(out / "results.jsonl")}
     assert records["raises"]["status"] == "failed" and "boom in fit" in records["raises"]["error"]
@@ -237,18 +291,24 @@ def _write_npy(path: Path, array) -> None:
 @pytest.mark.parametrize(
     "mutate, fragment",
     [
-        (lambda m: (m / "scratch" / "001.png").write_bytes((m / "scratch" / "000.png").read_bytes()),
-         "scratch/001.png: map without a test image"),
-        (lambda m: ((m / "good" / "000.png").unlink(), (m / "good" / "000.bmp").write_bytes(b"BM")),
-         "good/000.bmp: unsupported anomaly-map type"),
-        (lambda m: ((m / "good" / "001.png").unlink(), _write_npy(m / "good" / "001.npy", [[float("nan"), 1.0], [0.0, 1.0]])),
-         "good/001.npy: anomaly map holds NaN or infinite values"),
-        (lambda m: ((m / "good" / "001.png").unlink(), _write_npy(m / "good" / "001.npy", [[[1.0, 2.0]] * 2] * 3)),
-         "good/001.npy: an anomaly map must be 2-D"),
-        (lambda m: (m / "missing" / "000.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated"),
-         "missing/000.png: cannot be read as an image"),
-        (lambda m: (m / "multiple" / "000.npy").write_bytes(b"xx"),
-         "a second map for multiple/000"),
+        (
+            lambda m: (m / "scratch" / "001.png").write_bytes((m / "scratch" / "000.png").read_bytes()),
+            "scratch/001.png: map without a test image",
+        ),
+        (
+            lambda m: ((m / "good" / "000.png").unlink(), (m / "good" / "000.bmp").write_bytes(b"BM")),
+            "good/000.bmp: unsupported anomaly-map type",
+        ),
+        (
+            lambda m: ((m / "good" / "001.png").unlink(), _write_npy(m / "good" / "001.npy", [[float("nan"), 1.0], [0.0, 1.0]])),
+            "good/001.npy: anomaly map holds NaN or infinite values",
+        ),
+        (
+            lambda m: ((m / "good" / "001.png").unlink(), _write_npy(m / "good" / "001.npy", [[[1.0, 2.0]] * 2] * 3)),
+            "good/001.npy: an anomaly map must be 2-D",
+        ),
+        (lambda m: (m / "missing" / "000.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated"), "missing/000.png: cannot be read as an image"),
+        (lambda m: (m / "multiple" / "000.npy").write_bytes(b"xx"), "a second map for multiple/000"),
     ],
 )
 def test_evaluate_rejects_bad_maps_naming_the_file(tmp_path, mutate, fragment):

@@ -136,8 +136,7 @@ def test_mean_std_match_numpy() -> None:
 
 
 def test_single_seed_std_zero_and_only_exact_ties() -> None:
-    records = [rec("a", "pipe_staple", 0, 0.9), rec("b", "pipe_staple", 0, 0.9),
-               rec("c", "pipe_staple", 0, 0.8999)]
+    records = [rec("a", "pipe_staple", 0, 0.9), rec("b", "pipe_staple", 0, 0.9), rec("c", "pipe_staple", 0, 0.8999)]
     table = build_table(records)
     assert table.cell(ROW, "a").std == 0.0
     assert [table.cell(ROW, m).mark for m in "abc"] == ["best", "best", ""]

@@ -57,6 +57,7 @@ def test_noise_statistics() -> None:
     draws = np.stack([perlin_noise((64, 64), (8.0, 8.0), rng) for _ in range(64)])
     assert abs(float(draws.mean())) < 0.02
     assert 0.15 < float(draws.std()) < 0.6
+
     # Lag-1 correlation: close to 1 for smooth noise, ~0 for white noise.
     def lag1(x: np.ndarray) -> float:
         a, b = x[:, :, :-1].ravel(), x[:, :, 1:].ravel()

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from autovi_core.testing import ConformanceData, DetectorConformance
 from autovi_plugin_cflow.detector import CFlow
 from autovi_plugin_cflow.flow import ConditionalFlow, CouplingBlock, positional_encoding_2d
 from autovi_plugin_cflow.training import layer_log_likelihoods, learning_rate
+
+from autovi_core.testing import ConformanceData, DetectorConformance
 
 
 class TestCFlowConformance(DetectorConformance):

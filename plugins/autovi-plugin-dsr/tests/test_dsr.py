@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from autovi_core.errors import ConfigError, DataError
-from autovi_core.testing import DetectorConformance
-from autovi_core.training import focal_loss
 from autovi_plugin_dsr.detector import DSR
 from autovi_plugin_dsr.networks import SubspaceRestriction, UNet, replace_codes, sorted_neighbours
 from autovi_plugin_dsr.stage1 import build_vq, read_weights
 from autovi_plugin_dsr.vq import VectorQuantizerEMA, VQModel
+
+from autovi_core.errors import ConfigError, DataError
+from autovi_core.testing import ConformanceData, DetectorConformance
+from autovi_core.training import focal_loss
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,6 +38,14 @@ class TestDSRConformance(DetectorConformance):
     gpu_paths_on_cpu = True
     # no min_pixel_auroc: with 12 goods at 64 px the fast upsampling stage reaches only 0.53 here
     # (0.75-0.90 with 40 goods at 128 px, see the README)
+
+    def test_gpu_code_paths_run_on_cpu(self, data: ConformanceData, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The conformance check on 2 epochs per stage: the CUDA-only paths (bfloat16 autocast, worker
+        loading) are the same code at any budget, and bfloat16 is slow on the CPU (the fast profile's
+        full budget took 27 min of a 2-core run; fitted and determinism keep the full budget)."""
+        short = {"stage1_epochs": 2, "stage2_epochs": 2, "stage3_epochs": 2}
+        monkeypatch.setattr(type(self), "overrides", {**self.overrides, **short})
+        super().test_gpu_code_paths_run_on_cpu(data, monkeypatch)
 
 
 def test_fast_profile_localises_defects_on_texture(tmp_path: Path) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from autovi_core.testing import ConformanceData, DetectorConformance
 from autovi_plugin_efficientad import teacher as teacher_module
 from autovi_plugin_efficientad.detector import EfficientAD
 from autovi_plugin_efficientad.losses import hard_feature_loss, map_quantiles, normalise_map, quantile
 from autovi_plugin_efficientad.networks import Autoencoder, output_side, pdn, receptive_field
+
+from autovi_core.testing import ConformanceData, DetectorConformance
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,6 +31,14 @@ class TestEfficientADConformance(DetectorConformance):
     min_auroc = 0.85  # the fast profile reaches 0.98 here (0.73 with 300 training steps)
     gpu_paths_on_cpu = True
     min_pixel_auroc = 0.75  # reaches 0.858
+
+    def test_gpu_code_paths_run_on_cpu(self, fitted: object, data: ConformanceData, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The conformance check on 50 training steps: the CUDA-only paths (bfloat16 autocast, worker
+        loading) are the same code at any budget, and bfloat16 is slow on the CPU. ``fitted`` first, in
+        any test order: the teacher is distilled once, by the plain fit, and read from the module's cache
+        here (run first, this test distilled it itself, 7 min in all, and the full fits then reused it)."""
+        monkeypatch.setattr(type(self), "overrides", {**self.overrides, "steps": 50})
+        super().test_gpu_code_paths_run_on_cpu(data, monkeypatch)
 
 
 # --- networks ----------------------------------------------------------------------------------------
@@ -125,7 +133,9 @@ def test_user_teacher_checkpoint_is_used(tmp_path: Path) -> None:
 # --- training: normalisation modes, checkpoints and resuming ----------------------------------------
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> ConformanceData:
-    return ConformanceData(tmp_path_factory.mktemp("ead-data"), "textured_plate", 64)
+    """The conformance class's category, size and seed: the same train images, so the module's cache
+    serves these fits the teacher distilled for the conformance fits (or the other way round)."""
+    return ConformanceData(tmp_path_factory.mktemp("ead-data"), TestEfficientADConformance.category, TestEfficientADConformance.image_size)
 
 
 def test_validation_split_is_held_out_and_train_mode_uses_everything() -> None:

@@ -218,9 +218,7 @@ def test_segad_beats_patchcore_alone_over_seeds(tmp_path_factory: pytest.TempPat
         patchcore.fit(goods)
         alone.append(image_auroc(patchcore.predict(images, (SIZE, SIZE)).scores, labels))
         for mode, settings in modes.items():
-            detector = registry.create_detector(
-                "segad", "fast", seed=seed, base_detectors=["patchcore"], base_overrides=BASE, **settings
-            )
+            detector = registry.create_detector("segad", "fast", seed=seed, base_detectors=["patchcore"], base_overrides=BASE, **settings)
             detector.fit(goods, defects)
             segad[mode].append(image_auroc(detector.predict(images, (SIZE, SIZE)).scores, labels))
     print(f"\nimage AUROC per seed  PatchCore {np.round(alone, 4)}")
