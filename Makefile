@@ -24,10 +24,11 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(BIN)/python -m pip install -q --no-build-isolation $(foreach p,$(EXAMPLES) $(PLUGINS),-e $(p))
 	touch $(STAMP)
 
+# One pytest-xdist worker per core; --dist loadscope keeps a test class (and its fitted fixture) on one worker.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	AUTOVI_NO_PROGRESS=1 $(BIN)/python -m pytest -q --durations=15 tests plugins/*/tests examples/*/tests
+	AUTOVI_NO_PROGRESS=1 $(BIN)/python -m pytest -q -n auto --dist loadscope --durations=15 tests plugins/*/tests examples/*/tests
 
 RUN_DIR ?= runs/make-run-$(shell date +%Y%m%d-%H%M%S)
 # make run EXECUTOR=ray: the experiments run concurrently

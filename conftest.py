@@ -11,6 +11,12 @@ import tempfile
 import zlib
 
 os.environ.setdefault("AUTOVI_NO_PROGRESS", "1")
+# `make test` runs the suite in pytest-xdist workers (one per core): each worker, and every process a test
+# starts, gets its share of the cores, so torch's thread pools do not fight over them. The cache below is
+# made once by the controller, before the workers start, so they share it (its writes are atomic).
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
 if "AUTOVI_CACHE_DIR" not in os.environ:
     os.environ["AUTOVI_CACHE_DIR"] = tempfile.mkdtemp(prefix="autovi-test-cache-")
     atexit.register(shutil.rmtree, os.environ["AUTOVI_CACHE_DIR"], ignore_errors=True)

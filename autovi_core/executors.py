@@ -164,10 +164,14 @@ class RayExecutor:
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": self.debug}
         import os
 
-        if not (self.address or os.environ.get("RAY_ADDRESS")):
+        address = self.address
+        if not (address or os.environ.get("RAY_ADDRESS")):
+            # "local": a new instance of our own, never another process's (ray.init(None) would join the
+            # cluster another autovi run started on this machine and share, then stop, its workers)
+            address = "local"
             options["object_store_memory"] = LOCAL_RAY_OBJECT_STORE_MB * 1024 * 1024
         try:
-            ray.init(address=self.address, **options)
+            ray.init(address=address, **options)
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean "no cluster"
             raise ConfigError(f"could not start or reach Ray{f' at {self.address}' if self.address else ''}: {exc}") from None
         return True

@@ -128,6 +128,10 @@ class DetectorConformance:
     gpu_paths_on_cpu: ClassVar[bool] = False
     """Set for detectors that train with :mod:`autovi_core.training`: also fit once with its
     CUDA-only paths (bfloat16 autocast, worker-process loading) switched on for the CPU."""
+    short_overrides: ClassVar[dict[str, Any]] = {}
+    """A small training budget (on top of ``overrides``) for the checks that fit detectors of their own
+    (refit determinism, the CUDA-only paths): they test code paths, which do not depend on the budget,
+    and bfloat16 is slow on a CPU. Empty: those checks use the full ``overrides``."""
     device: ClassVar[str] = "cpu"
     heavy_modules: ClassVar[tuple[str, ...]] = ("torch",)
     """Modules that loading the plugin's entry point and calling its registration hook must not
@@ -259,11 +263,16 @@ class DetectorConformance:
         _assert_same_prediction(first_two, head, "predict(x[:2]) vs the first two of predict(x)")
 
     def test_deterministic_under_seed(self, fitted: Detector, prediction: Prediction, data: ConformanceData) -> None:
-        """Fitting the class fixture's detector again, with its seed, gives its first prediction: the
-        fit depends only on the seed and the data (not on global random state other tests moved, nor
-        on state left by the previous fit). One fit instead of two keeps the kit cheap."""
+        """Fitting a detector again, with its seed, gives its first prediction: the fit depends only on
+        the seed and the data (not on global random state other tests moved, nor on state left by the
+        previous fit). Without ``short_overrides`` the class fixture's detector is fitted once more
+        (one fit instead of two keeps the kit cheap); with them a detector at that budget is fitted twice."""
+        size = (self.image_size, self.image_size)
+        if self.short_overrides:
+            fitted = self.fit(self.make(**self.short_overrides), data)
+            prediction = fitted.predict(data.test, output_size=size)
         self.fit(fitted, data)
-        again = fitted.predict(data.test, output_size=(self.image_size, self.image_size))
+        again = fitted.predict(data.test, output_size=size)
         _assert_same_prediction(again, prediction, "the same detector fitted again with its seed")
 
     def test_save_load_round_trip(self, fitted: Detector, prediction: Prediction, data: ConformanceData, tmp_path: Path) -> None:
@@ -290,9 +299,9 @@ class DetectorConformance:
         from .. import training
 
         monkeypatch.setattr(training, "GPU_PATHS_ON_CPU", True)
-        detector = self.make()
+        detector = self.make(**self.short_overrides)
         if "num_workers" in detector.hparams:
-            detector = self.make(num_workers=2)
+            detector = self.make(**self.short_overrides, num_workers=2)
         prediction = self.fit(detector, data).predict(data.test, output_size=(self.image_size, self.image_size))
         assert prediction.maps.shape == (len(data.test), self.image_size, self.image_size)
         assert np.isfinite(prediction.scores).all() and np.isfinite(prediction.maps).all()

@@ -32,12 +32,11 @@ class TestEfficientADConformance(DetectorConformance):
     gpu_paths_on_cpu = True
     min_pixel_auroc = 0.75  # reaches 0.858
 
+    short_overrides = {"steps": 50}  # for the refit-determinism and CUDA-path checks: bfloat16 is slow on the CPU
+
     def test_gpu_code_paths_run_on_cpu(self, fitted: object, data: ConformanceData, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The conformance check on 50 training steps: the CUDA-only paths (bfloat16 autocast, worker
-        loading) are the same code at any budget, and bfloat16 is slow on the CPU. ``fitted`` first, in
-        any test order: the teacher is distilled once, by the plain fit, and read from the module's cache
-        here (run first, this test distilled it itself, 7 min in all, and the full fits then reused it)."""
-        monkeypatch.setattr(type(self), "overrides", {**self.overrides, "steps": 50})
+        """``fitted`` first, in any test order: the teacher is distilled once, by the plain fit, and read
+        from the module's cache here (run first, this test distilled it itself, 7 min in all)."""
         super().test_gpu_code_paths_run_on_cpu(data, monkeypatch)
 
 
