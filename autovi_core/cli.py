@@ -1,4 +1,4 @@
-"""The ``autovi`` command line: list, run, evaluate, report, new-plugin (see docs/cli.md for the contract)."""
+"""The ``autovi`` command line: list, describe, run, evaluate, report, new-plugin (see docs/cli.md for the contract)."""
 
 from __future__ import annotations
 
@@ -73,17 +73,48 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print a JSO
                 err_console.print(r.traceback, highlight=False, markup=False)
 
 
+# --- describe -------------------------------------------------------------------------------------
+@app.command()
+def describe(
+    name: str = typer.Argument(..., help="Registered detector name (see autovi list)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    readme: Path | None = typer.Option(None, "--readme", help="Rewrite the generated hyperparameter table in this README."),
+) -> None:
+    """A detector's hyperparameters (domain, paper and fast values, meaning, source), capabilities and assets."""
+    from .describe import describe as describe_detector
+    from .describe import sync_readme
+    from .registry import get_registry
+
+    cls = get_registry().detector_class(name)
+    if readme is not None:
+        current = sync_readme(cls, readme)
+        console.print(f"{readme}: {'already current' if current else 'table rewritten'}", highlight=False)
+        return
+    info = describe_detector(cls)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    caps = info["capabilities"]
+    console.print(f"[bold]{info['name']}[/bold]: {info['description']}", highlight=False)
+    traits = ["supervised" if caps["supervised"] else "unsupervised", "needs a GPU" if caps["needs_gpu"] else "runs on a CPU"]
+    console.print(f"{', '.join(traits)}; pretrained assets: {', '.join(info['assets']) or 'none'}", highlight=False)
+    if not info["declared"]:
+        console.print("[yellow]no params declaration: domains are the profile values' types[/yellow]")
+    table = Table("hyperparameter", "paper", "fast", "domain", "meaning", "source")
+    for p in info["hyperparameters"]:
+        table.add_row(p["name"], json.dumps(p["paper"]), json.dumps(p["fast"]), p["domain"]["text"], p["meaning"], p["source"])
+    console.print(table)
+
+
 # --- run ------------------------------------------------------------------------------------------
-def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` pairs as text: each detector parses them to its own domains."""
+    overrides: dict[str, str] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
-        try:
-            overrides[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = raw
+        overrides[key.strip()] = raw
     return overrides
 
 
@@ -95,7 +126,7 @@ def _build_tasks(
     categories: list[str],
     seeds: list[int],
     profile: str,
-    overrides: dict[str, Any],
+    overrides: dict[str, str],
     backbone: str | None,
     weights: Path | None,
     common: dict[str, Any],
@@ -110,12 +141,14 @@ def _build_tasks(
     tasks = []
     for name in detectors:
         detector_cls = registry.detector_class(name)
-        hparams = detector_cls.resolve_hparams(profile, overrides)  # validates names early
-        own = dict(overrides)
-        if backbone is not None and "backbone" in hparams:
-            own["backbone"] = backbone
-        if weights is not None and "weights" in hparams:
-            own["weights"] = str(weights)
+        texts = dict(overrides)
+        known = detector_cls.domains()
+        if backbone is not None and "backbone" in known:
+            texts["backbone"] = backbone
+        if weights is not None and "weights" in known:
+            texts["weights"] = str(weights)
+        own = detector_cls.parse_overrides(texts)
+        detector_cls.resolve_hparams(profile, own)  # every value and combination checked before anything runs
         for category in categories or available:
             for seed in seeds:
                 tasks.append(

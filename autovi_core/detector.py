@@ -24,9 +24,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import ConfigError, ContractError, DataError, NotFittedError
+from .domains import Domain, DomainError, Param, domain_from_profiles
+from .errors import CombinationError, ConfigError, ContractError, DataError, NotFittedError
 from .files import atomic_write
-from .hparams import Hyperparameters, check_override
+from .hparams import Hyperparameters
 
 PROFILES = ("paper", "fast")
 
@@ -69,6 +70,11 @@ class LabelledDefects:
     defect_dirs: list[str] = field(default_factory=list)
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class Detector(ABC):
     """Base class of every anomaly detector; it owns the life cycle.
 
@@ -88,11 +94,17 @@ class Detector(ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    params: ClassVar[Mapping[str, Param]] = {}
+    """Every hyperparameter, declared once (since 1.1): domain, ``paper`` and ``fast`` values, meaning
+    and source (:class:`autovi_core.domains.Param`). The ``paper`` and ``fast`` profiles are made from
+    it; ``--set`` parsing, validation, ``autovi describe`` and the README tables read it."""
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Made from ``params``. Detectors written for 1.0 set it directly; their hyperparameters are
+    then typed by their profile values (and ``hparam_types``), without ranges."""
     capabilities: ClassVar[Capabilities] = Capabilities()
     hparam_types: ClassVar[Mapping[str, tuple[type, ...]]] = {}
-    """Hyperparameters that take more types than their profile values show, e.g.
-    ``{"base_detectors": (str, list)}``; the others are typed by their profile values."""
+    """1.0 detectors without ``params``: hyperparameters that take more types than their profile
+    values show, e.g. ``{"base_detectors": (str, list)}``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -102,6 +114,16 @@ class Detector(ABC):
                     f"{cls.__qualname__} overrides Detector.{method}; since autovi-core 1.0 a detector implements "
                     f"{hook}() and the core's {method}() calls it (see docs/plugins.md, 'Migrating from 0.x')"
                 )
+        if "params" in cls.__dict__ and cls.params:
+            if "profiles" in cls.__dict__:
+                raise TypeError(f"{cls.__qualname__} sets both params and profiles: the profiles are made from params")
+            cls.profiles = {profile: {key: p.value(profile) for key, p in cls.params.items()} for profile in ("paper", "fast")}
+            for key, p in cls.params.items():
+                for profile in ("paper", "fast"):
+                    try:
+                        p.domain.check(p.value(profile))
+                    except DomainError as exc:
+                        raise TypeError(f"{cls.__qualname__}: the {profile} value of {key!r} is outside its own domain: {exc}") from None
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
         self.profile = profile
@@ -123,21 +145,61 @@ class Detector(ABC):
 
     # --- hyperparameters ----------------------------------------------------------------------
     @classmethod
-    def resolve_hparams(cls, profile: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The profile's hyperparameters with ``overrides`` applied.
+    def domains(cls) -> dict[str, Domain]:
+        """Each hyperparameter's domain: declared in ``params``, else the types of its profile values."""
+        if cls.params:
+            return {key: p.domain for key, p in cls.params.items()}
+        keys = dict.fromkeys(key for values in cls.profiles.values() for key in values)
+        return {key: domain_from_profiles([p[key] for p in cls.profiles.values() if key in p], cls.hparam_types.get(key)) for key in keys}
 
-        Unknown names, and values whose type is none of the profiles' types for that name, raise a
-        one-line :class:`ConfigError` naming the detector and the key.
+    @classmethod
+    def resolve_hparams(cls, profile: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The profile's hyperparameters with ``overrides`` applied and checked.
+
+        An unknown name, a value outside its domain, or a combination :meth:`check_hparams` refuses
+        raises a one-line :class:`ConfigError` naming the detector, the key, the value and the domain.
         """
         if profile not in cls.profiles:
             raise ConfigError(f"detector {cls.name!r} has no profile {profile!r}; valid: {', '.join(cls.profiles)}")
         hparams = dict(cls.profiles[profile])
+        domains = cls.domains()
         for key, value in (overrides or {}).items():
             if key not in hparams:
                 raise ConfigError(f"detector {cls.name!r} has no hyperparameter {key!r}; valid: {', '.join(sorted(hparams))}")
-            examples = [p[key] for p in cls.profiles.values() if key in p]
-            hparams[key] = check_override(cls.name, key, value, examples, cls.hparam_types.get(key))
+            try:
+                hparams[key] = domains[key].check(value)
+            except DomainError as exc:
+                raise ConfigError(f"detector {cls.name!r}: {key}={_shown(value)} refused: {exc}") from None
+        try:
+            cls.check_hparams(hparams)
+        except CombinationError:
+            raise
+        except ConfigError as exc:
+            raise CombinationError(str(exc)) from None
         return hparams
+
+    @classmethod
+    def parse_overrides(cls, texts: Mapping[str, str]) -> dict[str, Any]:
+        """``--set KEY=TEXT`` strings parsed to each hyperparameter's domain (``"0.1"`` -> 0.1,
+        ``"a,b"`` -> ``["a", "b"]``, ``"none"`` -> None); one-line :class:`ConfigError` when one cannot be."""
+        domains = cls.domains()
+        values = {}
+        for key, text in texts.items():
+            if key not in domains:
+                raise ConfigError(f"detector {cls.name!r} has no hyperparameter {key!r}; valid: {', '.join(sorted(domains))}")
+            try:
+                values[key] = domains[key].parse(text)
+            except DomainError as exc:
+                raise ConfigError(f"detector {cls.name!r}: --set {key}={text} refused: {exc}") from None
+        return values
+
+    @classmethod
+    def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
+        """Refuse impossible combinations of otherwise valid values (layers the backbone does not
+        have, a size the strides cannot divide) with a :class:`ConfigError` naming the detector, the
+        keys and the values. Called for every resolved set of hyperparameters, before any work; the
+        default accepts all. Keep it cheap and free of heavy imports."""
+        return None
 
     # --- learning and inference (the core's side) -----------------------------------------------
     def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> Detector:

@@ -17,6 +17,10 @@ class ConfigError(AutoviError):
     """An option, profile or hyperparameter override is invalid."""
 
 
+class CombinationError(ConfigError):
+    """Hyperparameters each inside their domain, impossible together (``Detector.check_hparams``)."""
+
+
 class NotFittedError(AutoviError, RuntimeError):
     """``predict`` or ``state_dict`` was called on a detector that was neither fitted nor loaded."""
 

@@ -17,7 +17,7 @@ from fake_plugins import make_plugin
 import autovi_core
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
 from autovi_core.errors import ConfigError, ContractError, DataError, NotFittedError
-from autovi_core.hparams import Hyperparameters, check_override
+from autovi_core.hparams import Hyperparameters
 from autovi_core.plugins import incompatibility
 
 
@@ -160,7 +160,7 @@ def test_save_load_keeps_provenance_and_versions(tmp_path: Path) -> None:
         ("mode", "l1", "l1"),
         ("mode", ["l1", "l2"], ["l1", "l2"]),  # declared in hparam_types
         ("layers", ["x", "y", "z"], ["x", "y", "z"]),
-        ("layers", ("x",), ("x",)),
+        ("layers", ("x",), ["x"]),  # a tuple becomes a list (JSON has lists only)
         ("weights", "/some/file.pt", "/some/file.pt"),  # None in every profile: any JSON value
         ("crop", None, None),  # None in one profile: optional
         ("crop", 200, 200),
@@ -174,37 +174,31 @@ def test_valid_overrides_are_accepted(key: str, value: Any, expected: Any) -> No
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("scale", "abc", "float"),
-        ("scale", True, "float"),
-        ("size", 2.5, "int"),
-        ("size", True, "int"),
-        ("size", "8", "int"),
-        ("robust", 1, "bool"),
-        ("robust", "yes", "bool"),
-        ("mode", 3, "str or list"),
-        ("layers", "a", "list[str]"),
-        ("layers", [1, 2], "list[str]"),
-        ("crop", 2.5, "int or null"),
-        ("weights", object(), "JSON value"),
+        ("scale", "abc", "expects a number"),
+        ("scale", True, "expects a number"),
+        ("size", 2.5, "expects an integer"),
+        ("size", True, "expects an integer"),
+        ("size", "8", "expects an integer"),
+        ("robust", 1, "expects true or false"),
+        ("robust", "yes", "expects true or false"),
+        ("mode", 3, "expects a non-empty string or a list"),
+        ("layers", "a", "expects a list of any number of (a non-empty string)"),
+        ("layers", [1, 2], "expects a list of any number of (a non-empty string)"),
+        ("crop", 2.5, "expects an integer, or none"),
+        ("weights", object(), "expects any JSON value"),
     ],
 )
 def test_overrides_of_the_wrong_type_are_one_line_errors(key: str, value: Any, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         Mean("paper", **{key: value})
     message = str(info.value)
-    assert "mean_contract" in message and repr(key) in message and expected in message
+    assert "mean_contract" in message and f"{key}=" in message and expected in message
     assert "\n" not in message
 
 
 def test_unknown_hyperparameters_are_rejected() -> None:
     with pytest.raises(ConfigError, match="no hyperparameter 'weights_source'"):
         Mean(weights_source="x")
-
-
-def test_check_override_without_detector_class() -> None:
-    assert check_override("d", "k", 1, [0.5]) == 1.0
-    with pytest.raises(ConfigError, match="expects int"):
-        check_override("d", "k", 1.5, [1])
 
 
 def test_hyperparameters_copy_is_a_plain_mutable_dict() -> None:

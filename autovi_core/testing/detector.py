@@ -137,6 +137,9 @@ class DetectorConformance:
     """Modules that loading the plugin's entry point and calling its registration hook must not
     import (``autovi list`` loads every plugin); import them inside the methods that use them."""
 
+    hparam_examples: ClassVar[int] = 30
+    """Hypothesis examples per hyperparameter-domain check (invalid values refused; valid ones construct)."""
+
     # --- fixtures ---------------------------------------------------------------------------------
     @pytest.fixture(scope="class")
     @classmethod
@@ -274,6 +277,80 @@ class DetectorConformance:
         self.fit(fitted, data)
         again = fitted.predict(data.test, output_size=size)
         _assert_same_prediction(again, prediction, "the same detector fitted again with its seed")
+
+    # --- hyperparameter domains (property-based) ----------------------------------------------------
+    def test_declares_every_hyperparameter(self) -> None:
+        """``params`` declares each hyperparameter once, with a meaning and a source (autovi-core 1.1)."""
+        cls = self._class()
+        if not cls.params:
+            pytest.fail(f"{cls.__name__} declares no params: declare each hyperparameter as an autovi_core.domains.Param")
+        missing = [key for key, p in cls.params.items() if not (p.meaning.strip() and p.source.strip())]
+        assert not missing, f"hyperparameters without a meaning or a source: {missing}"
+
+    def test_invalid_hyperparameters_are_refused_by_name(self) -> None:
+        """Values drawn outside each domain are refused with a one-line ConfigError naming the
+        detector and the key, when tasks are built (``resolve_hparams``) and at construction."""
+        pytest.importorskip("hypothesis")
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+
+        cls = self._class()
+        domains = cls.domains()
+
+        @settings(max_examples=self.hparam_examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(st.data())
+        def check(data: Any) -> None:
+            key = data.draw(st.sampled_from(sorted(domains)), label="key")
+            value = data.draw(domains[key].invalid(), label="value")
+            with pytest.raises(ConfigError) as info:
+                cls.resolve_hparams(self.profile, {key: value})
+            message = str(info.value)
+            assert cls.name in message and f"{key}=" in message and "\n" not in message, message
+
+        check()
+
+    def test_valid_hyperparameters_construct(self) -> None:
+        """Values drawn inside each domain (one key at a time, the others at the profile's values)
+        construct the detector, unless ``check_hparams`` refuses the combination by name."""
+        pytest.importorskip("hypothesis")
+        from hypothesis import HealthCheck, assume, given, settings
+        from hypothesis import strategies as st
+
+        from ..errors import CombinationError
+
+        cls = self._class()
+        domains = cls.domains()
+        profiles = [p for p in cls.profiles.values()]
+
+        @settings(max_examples=self.hparam_examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(st.data())
+        def check(data: Any) -> None:
+            key = data.draw(st.sampled_from(sorted(domains)), label="key")
+            value = data.draw(domains[key].valid([p.get(key) for p in profiles]), label="value")
+            try:
+                cls.resolve_hparams(self.profile, {**self.overrides, key: value})
+            except CombinationError as exc:
+                assert cls.name in str(exc) and "\n" not in str(exc)
+                assume(False)
+            detector = self.make(**{key: value})
+            assert detector.hparams[key] == domains[key].check(value)
+
+        check()
+
+    def test_set_strings_parse_to_the_declared_values(self) -> None:
+        """``--set KEY=TEXT`` with each profile value written as text gives that value back."""
+        cls = self._class()
+        for key, domain in cls.domains().items():
+            for profile in cls.profiles.values():
+                value = profile[key]
+                text = json.dumps(value)
+                assert cls.parse_overrides({key: text}) == {key: domain.check(value)}, (key, text)
+
+    @classmethod
+    def _class(cls) -> type[Detector]:
+        from ..registry import get_registry
+
+        return get_registry().detector_class(cls.detector)
 
     def test_save_load_round_trip(self, fitted: Detector, prediction: Prediction, data: ConformanceData, tmp_path: Path) -> None:
         path = fitted.save(tmp_path / "model")
