@@ -7,10 +7,10 @@ from .errors import AutoviError, ConfigError, ContractError, DataError, NotFitte
 from .hookspecs import hookimpl
 from .metric import EvaluationData, Metric
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
-API_VERSION = "1.0"
-"""The plugin contract's version (major.minor). Plugins pin ``autovi-core>=1.0,<2``: a plugin whose
+API_VERSION = "1.1"
+"""The plugin contract's version (major.minor). Plugins pin ``autovi-core>=1.1,<2`` (1.1 added ``Detector.params``): a plugin whose
 pin excludes the running core is listed as incompatible and not loaded (see docs/plugins.md)."""
 
 __all__ = [

@@ -100,9 +100,12 @@ def describe(
     console.print(f"{', '.join(traits)}; pretrained assets: {', '.join(info['assets']) or 'none'}", highlight=False)
     if not info["declared"]:
         console.print("[yellow]no params declaration: domains are the profile values' types[/yellow]")
+    from rich.markup import escape
+
     table = Table("hyperparameter", "paper", "fast", "domain", "meaning", "source")
     for p in info["hyperparameters"]:
-        table.add_row(p["name"], json.dumps(p["paper"]), json.dumps(p["fast"]), p["domain"]["text"], p["meaning"], p["source"])
+        cells = (p["name"], json.dumps(p["paper"]), json.dumps(p["fast"]), p["domain"]["text"], p["meaning"], p["source"])
+        table.add_row(*(escape(cell) for cell in cells))
     console.print(table)
 
 
@@ -227,8 +230,13 @@ def run(
     """Run every (detector, category, seed) experiment and append results to DIR/results.jsonl."""
     from .executors import make_executor
     from .experiment import record_key
+    from .options import RUN, check_options
     from .registry import get_registry
     from .results import RESULTS_FILE, append_record, load_results
+
+    options = {"--seed": seed, "--profile": profile, "--device": device, "--executor": executor, "--spro-mode": spro_mode}
+    options |= {"--timeout": timeout, "--memory-limit": memory_limit, "--ray-cpus-per-task": ray_cpus, "--ray-gpus-per-task": ray_gpus}
+    check_options(RUN, options)
 
     registry = get_registry()
     names = list(dict.fromkeys(detector))
@@ -293,6 +301,9 @@ def evaluate(
 ) -> None:
     """Evaluate anomaly maps made by any tool against AutoVI-layout ground truth."""
     from .evaluation import evaluate_maps_folder
+    from .options import EVALUATE, check_options
+
+    check_options(EVALUATE, {"--spro-mode": spro_mode})
 
     result = evaluate_maps_folder(dataset_root, category, maps, spro_mode=spro_mode, log=err_console.print)
     text = json.dumps(result, indent=2)
@@ -311,8 +322,11 @@ def report(
     output: Path | None = typer.Option(None, "--output", help="Write the table to this file too."),
 ) -> None:
     """Tables over a results file: categories x methods, mean +- std over seeds, best marked (Welch, 5%)."""
+    from .options import REPORT, check_options
     from .report import render
     from .results import load_results
+
+    check_options(REPORT, {"--format": fmt})
 
     records, unreadable = load_results(run_dir)
     if unreadable:

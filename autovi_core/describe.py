@@ -56,7 +56,7 @@ def markdown_table(cls: type) -> str:
     ]
     for p in describe(cls)["hyperparameters"]:
         cells = [f"`{p['name']}`", _cell(p["paper"]), _cell(p["fast"]), p["domain"]["text"], p["meaning"], p["source"]]
-        rows.append("| " + " | ".join(c.replace("|", "\\|") if not c.startswith("`") else c for c in cells) + " |")
+        rows.append("| " + " | ".join(c if c.startswith("`") else c.replace("|", "\\|").replace("<", "&lt;") for c in cells) + " |")
     return "\n".join(rows)
 
 

@@ -6,7 +6,8 @@ values, meaning, source); see :class:`autovi_core.Detector.params`. Domains:
 
 - :class:`Int` and :class:`Float`: a range (bounds optional, open or closed), ``Int`` also a step
   (``multiple_of``);
-- :class:`Bool`, :class:`Choice` (one of some strings), :class:`Text` (any non-empty string);
+- :class:`Bool`, :class:`Choice` (one of some strings), :class:`Text` (any non-empty string),
+  :class:`Pattern` (a string matching a regular expression);
 - :class:`Optional` (``None`` or the inner domain), :class:`ListOf` (a list of items of a domain,
   with a length range), :class:`OneOf` (any of several domains, e.g. a name or a list of names),
   :class:`AnyJSON` (any JSON value, for what a detector passes through unchecked).
@@ -102,6 +103,7 @@ def _not_a(expected: str, value: Any) -> DomainError:
 
 
 def _range_text(low: Any, high: Any, low_open: bool, high_open: bool) -> str:
+    low, high = (f"{v:g}" if isinstance(v, float) else v for v in (low, high))
     if low is None and high is None:
         return ""
     if high is None:
@@ -121,35 +123,46 @@ def _soft_high(low: float | None, high: float | None, hint: Sequence[Any], floor
 
 @dataclass(frozen=True)
 class Int(Domain):
-    """An integer in ``[low, high]`` (either bound optional), optionally a multiple of ``multiple_of``."""
+    """An integer in ``[low, high]`` (either bound optional), optionally a multiple of ``multiple_of``,
+    or ``odd`` (a window with a centre pixel)."""
 
     low: int | None = None
     high: int | None = None
     multiple_of: int = 1
+    odd: bool = False
+
+    def __post_init__(self) -> None:
+        if self.odd and self.multiple_of % 2 == 0:
+            raise ValueError(f"no integer is odd and a multiple of {self.multiple_of}")
+
+    def _fits(self, value: int) -> bool:
+        in_range = (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        return in_range and value % self.multiple_of == 0 and (not self.odd or value % 2 == 1)
 
     def check(self, value: Any) -> int:
         if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
             value = int(value)
         if not _is_int(value):
             raise _not_a(self.describe(), value)
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high) or value % self.multiple_of:
+        if not self._fits(value):
             raise DomainError(f"expects {self.describe()}, got {value}")
         return value
 
     def describe(self) -> str:
         step = f", a multiple of {self.multiple_of}" if self.multiple_of != 1 else ""
-        return f"an integer{_range_text(self.low, self.high, False, False)}{step}"
+        return f"an {'odd ' if self.odd else ''}integer{_range_text(self.low, self.high, False, False)}{step}"
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "low": self.low, "high": self.high, "multiple_of": self.multiple_of}
+        return {**super().to_json(), "low": self.low, "high": self.high, "multiple_of": self.multiple_of, "odd": self.odd}
 
     def valid(self, hint: Sequence[Any] = ()) -> Any:
         from hypothesis import strategies as st
 
         low = self.low if self.low is not None else -int(_soft_high(None, None, hint, 8))
         high = int(_soft_high(self.low, self.high, hint, 8))
-        m = self.multiple_of
-        return st.integers(-(-low // m), high // m).map(lambda k: k * m)
+        m = self.multiple_of * (2 if self.odd else 1)
+        offset = self.multiple_of if self.odd else 0  # odd multiples of an odd step s: 2ks + s
+        return st.integers(-(-(low - offset) // m), (high - offset) // m).map(lambda k: k * m + offset).filter(self._fits)
 
     def invalid(self) -> Any:
         from hypothesis import strategies as st
@@ -159,9 +172,9 @@ class Int(Domain):
             options.append(st.integers(max_value=self.low - 1))
         if self.high is not None:
             options.append(st.integers(min_value=self.high + 1))
-        if self.multiple_of != 1:
+        if self.multiple_of != 1 or self.odd:
             low = self.low if self.low is not None else 0
-            options.append(st.integers(low, low + 10 * self.multiple_of).filter(lambda v: v % self.multiple_of != 0))
+            options.append(st.integers(low, low + 10 * self.multiple_of + 10).filter(lambda v: not self._fits(v)))
         return st.one_of(options)
 
 
@@ -308,6 +321,42 @@ class Text(Domain):
 
 
 @dataclass(frozen=True)
+class Pattern(Domain):
+    """A string matching the regular expression ``regex`` in full; ``what`` says it in words."""
+
+    regex: str
+    what: str
+
+    def check(self, value: Any) -> str:
+        import re
+
+        if not isinstance(value, str) or re.fullmatch(self.regex, value) is None:
+            raise DomainError(f"expects {self.describe()}, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        return self.what
+
+    def parse(self, text: str) -> str:
+        return self.check(_unquoted(text))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "regex": self.regex}
+
+    def valid(self, hint: Sequence[Any] = ()) -> Any:
+        from hypothesis import strategies as st
+
+        return st.from_regex(self.regex, fullmatch=True)
+
+    def invalid(self) -> Any:
+        import re
+
+        from hypothesis import strategies as st
+
+        return st.one_of(st.text(max_size=8).filter(lambda v: re.fullmatch(self.regex, v) is None), st.integers(), st.none())
+
+
+@dataclass(frozen=True)
 class Optional(Domain):
     """``None`` (``--set KEY=none``) or a value of ``inner``; ``none_means`` says what ``None`` does."""
 
@@ -424,6 +473,12 @@ class OneOf(Domain):
         return " or ".join(d.describe() for d in self.domains)
 
     def parse(self, text: str) -> Any:
+        try:  # JSON that is not a string (a list, a number) is that value, not text
+            value = json.loads(text)
+            if not isinstance(value, str):
+                return self.check(value)
+        except (json.JSONDecodeError, DomainError):
+            pass
         for domain in self.domains:
             try:
                 return domain.parse(text)
@@ -539,6 +594,7 @@ __all__ = [
     "OneOf",
     "Optional",
     "Param",
+    "Pattern",
     "Text",
     "domain_from_profiles",
 ]

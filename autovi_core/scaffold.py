@@ -63,15 +63,15 @@ class PluginNames:
         )
 
     def substitutions(self) -> dict[str, str]:
-        from . import __version__
+        from . import API_VERSION
 
-        major = int(__version__.split(".")[0])
+        major = int(API_VERSION.split(".")[0])
         return {
             "name": self.name,
             "distribution": self.distribution,
             "package": self.package,
             "class_name": self.class_name,
-            "core_requirement": f"autovi-core>={major}.0,<{major + 1}",
+            "core_requirement": f"autovi-core>={API_VERSION},<{major + 1}",
         }
 
 

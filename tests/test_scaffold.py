@@ -53,7 +53,7 @@ def test_names_derived_from_the_plugin_name() -> None:
         "tests/test_my_method2.py",
         *(f"autovi_plugin_my_method2/{f}" for f in ("__init__.py", "plugin.py", "detector.py")),
     }
-    assert '"autovi-core>=1.0,<2"' in files["pyproject.toml"]
+    assert '"autovi-core>=1.1,<2"' in files["pyproject.toml"]
     assert 'my_method2 = "autovi_plugin_my_method2.plugin"' in files["pyproject.toml"]
     assert all("${" not in text for text in files.values())
 

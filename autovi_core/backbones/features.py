@@ -32,6 +32,9 @@ class FeatureExtractor:
         if missing:
             raise ConfigError(f"backbone {backbone!r} has no feature layer(s) {missing}; valid: {', '.join(names)}")
         indices = tuple(names.index(name) for name in layers)
+        if list(indices) != sorted(set(indices)):  # timm returns the layers shallow to deep, once each
+            order = ", ".join(names)
+            raise ConfigError(f"backbone {backbone!r}: layers {list(layers)} must be distinct, shallowest to deepest ({order})")
         model = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=indices)
         wanted = model.state_dict().keys()
         model.load_state_dict({k: v for k, v in full.state_dict().items() if k in wanted}, strict=True)

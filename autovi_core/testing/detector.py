@@ -11,7 +11,9 @@ Subclass :class:`DetectorConformance` in your plugin's tests and name your detec
 It checks, on a small generated inspection category: registration and declared profiles, fit and
 predict shapes and dtypes, maps at any requested resolution, finite outputs, batch invariance,
 determinism under a seed (a new detector and a refit of the same one), the save/load round trip
-(provenance included), rejection of unknown hyperparameters, the life cycle (predict before fit
+(provenance included), the hyperparameter declaration (every value drawn outside a domain is
+refused by name, every value inside constructs, ``--set`` strings parse; with ``readme`` set, the
+README's table is the generated one), the life cycle (predict before fit
 raises :class:`~autovi_core.errors.NotFittedError`, ``fitted`` is read-only, fit leaves
 ``hparams`` as chosen, ``provenance`` is JSON), that registering the plugin imports no torch and,
 for supervised detectors, that labelled defects are accepted. Set ``min_auroc`` to also require
@@ -137,6 +139,9 @@ class DetectorConformance:
     """Modules that loading the plugin's entry point and calling its registration hook must not
     import (``autovi list`` loads every plugin); import them inside the methods that use them."""
 
+    readme: ClassVar[Path | None] = None
+    """The plugin's README, whose hyperparameter table must be the one generated from ``params``
+    (``autovi describe NAME --readme README.md`` writes it)."""
     hparam_examples: ClassVar[int] = 30
     """Hypothesis examples per hyperparameter-domain check (invalid values refused; valid ones construct)."""
 
@@ -345,6 +350,15 @@ class DetectorConformance:
                 value = profile[key]
                 text = json.dumps(value)
                 assert cls.parse_overrides({key: text}) == {key: domain.check(value)}, (key, text)
+
+    def test_readme_table_is_generated_from_params(self) -> None:
+        if self.readme is None:
+            pytest.skip("readme not set for this detector")
+        from ..describe import sync_readme
+
+        assert sync_readme(self._class(), Path(self.readme), check=True), (
+            f"{self.readme}: the hyperparameter table differs from params; run: autovi describe {self.detector} --readme {self.readme}"
+        )
 
     @classmethod
     def _class(cls) -> type[Detector]:

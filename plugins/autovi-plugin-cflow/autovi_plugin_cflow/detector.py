@@ -18,54 +18,115 @@ training fibres' most likely positions give 0. Image score = maximum of the map.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.domains import Bool, Choice, Float, Int, ListOf, Optional, Param, Text
+from autovi_core.errors import ConfigError
+from autovi_core.layer_preset import check_backbone_layers, check_input_stride
 
 LITE0_LAYERS = ("blocks.2", "blocks.4", "blocks.6")  # 40 / 112 / 320 channels at strides 8 / 16 / 32
 WRN_LAYERS = ("layer2", "layer3", "layer4")
+DEFAULT_DEEPEST_STRIDE = 32
+"""The deepest stride of the default layers (layer4 / blocks.6) of every backbone."""
 
-_COMMON: dict[str, Any] = {
-    "weights": None,  # backbone weights file (--weights)
-    "layers": None,  # None = layer2-4 (ResNets) / blocks.2, 4, 6 (Lite0)
-    "condition_dims": 128,  # channels of the positional encoding
-    "clamp": 1.9,
-    "permute_soft": True,
-    "fibre_batch": 256,
-    "warmup_epochs": 2,
-    "checkpoint_every": None,  # meta-epochs between checkpoints (None = none)
-    "checkpoint_dir": None,  # training resumes from the latest checkpoint there
-}
+_SOURCE = "official code"
+_FAST_OURS = "official code; fast: autovi"
 
 
 class CFlow(Detector):
     name = "cflow"
     description = "CFlow-AD: per-layer conditional normalising flows on frozen CNN features, positional conditioning."
-    profiles = {
-        "paper": {
-            **_COMMON,
-            "backbone": "wide_resnet50_2",
-            "image_size": 256,
-            "coupling_blocks": 8,
-            "lr": 2e-4,
-            "meta_epochs": 25,
-            "sub_epochs": 8,
-            "loss": "logsigmoid",  # the official code's -logsigmoid(log p / C)
-        },
-        "fast": {
-            **_COMMON,
-            "backbone": "tf_efficientnet_lite0",
-            "image_size": 128,
-            "coupling_blocks": 4,
-            "lr": 2e-3,
-            "meta_epochs": 4,
-            "sub_epochs": 2,
-            "loss": "nll",  # mean negative log-likelihood per dimension
-            "condition_dims": 32,
-            "warmup_epochs": 1,
-        },
+    params: ClassVar[Mapping[str, Param]] = {
+        "backbone": Param(
+            Text("a timm model name"),
+            paper="wide_resnet50_2",
+            fast="tf_efficientnet_lite0",
+            meaning="frozen ImageNet encoder (`--backbone`); fast: Lite0, whose weights install offline",
+            source=_FAST_OURS,
+        ),
+        "weights": Param(
+            Optional(Text("a weights file path"), none_means="found by autovi: environment, hub cache, Lite0 package"),
+            paper=None,
+            fast=None,
+            meaning="state-dict file of the backbone's ImageNet weights (`--weights`)",
+            source="autovi",
+        ),
+        "layers": Param(
+            Optional(
+                ListOf(Text("a timm feature-layer name"), min_len=1),
+                none_means="layer2-4 (ResNets) / blocks.2, 4, 6 (EfficientNets)",
+            ),
+            paper=None,
+            fast=None,
+            meaning="encoder feature layers (timm `feature_info` names), one flow each",
+            source="official code (pool_layers=3)",
+        ),
+        "image_size": Param(
+            Int(8, multiple_of=8),
+            paper=256,
+            fast=128,
+            meaning="square network input (pixels); a multiple of the deepest layer's stride (32 for the default layers)",
+            source=_FAST_OURS,
+        ),
+        "coupling_blocks": Param(Int(1), paper=8, fast=4, meaning="coupling blocks per flow", source=_FAST_OURS),
+        "condition_dims": Param(
+            Int(4, multiple_of=4),
+            paper=128,
+            fast=32,
+            meaning="channels of the 2-D sinusoidal positional encoding that conditions the flows (half columns, half rows)",
+            source=_FAST_OURS,
+        ),
+        "clamp": Param(
+            Float(0.0, low_open=True),
+            paper=1.9,
+            fast=1.9,
+            meaning="soft clamp alpha of each coupling's log-scale: s = alpha * tanh(raw / alpha)",
+            source=_SOURCE,
+        ),
+        "permute_soft": Param(
+            Bool(),
+            paper=True,
+            fast=True,
+            meaning="after each coupling, mix the channels with a fixed random orthogonal matrix (false: a random permutation)",
+            source=_SOURCE,
+        ),
+        "lr": Param(Float(0.0, low_open=True), paper=2e-4, fast=2e-3, meaning="peak Adam learning rate", source=_FAST_OURS),
+        "meta_epochs": Param(
+            Int(1), paper=25, fast=4, meaning="meta-epochs of training (the learning-rate schedule's unit)", source=_FAST_OURS
+        ),
+        "sub_epochs": Param(Int(1), paper=8, fast=2, meaning="passes over all training fibres per meta-epoch", source=_FAST_OURS),
+        "warmup_epochs": Param(
+            Int(0),
+            paper=2,
+            fast=1,
+            meaning="meta-epochs of linear warm-up from lr / 10 (0: none), then cosine decay to lr * 1e-3",
+            source=_FAST_OURS,
+        ),
+        "fibre_batch": Param(Int(1), paper=256, fast=256, meaning="fibres (feature vectors) per optimiser step", source=_SOURCE),
+        "loss": Param(
+            Choice("logsigmoid", "nll"),
+            paper="logsigmoid",
+            fast="nll",
+            meaning="training loss: mean -logsigmoid(log p / C) (the official code's) or mean -log p / C",
+            source=_FAST_OURS,
+        ),
+        "checkpoint_every": Param(
+            Optional(Int(1), none_means="no periodic checkpoints"),
+            paper=None,
+            fast=None,
+            meaning="meta-epochs between training checkpoints (needs checkpoint_dir)",
+            source="autovi",
+        ),
+        "checkpoint_dir": Param(
+            Optional(Text("a folder path"), none_means="no checkpoints, no resuming"),
+            paper=None,
+            fast=None,
+            meaning="folder of training checkpoints; training resumes from the newest one of the same run there",
+            source="autovi",
+        ),
     }
     capabilities = Capabilities(needs_gpu=True, supervised=False, pretrained_assets=("wide_resnet50_2", "tf_efficientnet_lite0"))
 
@@ -74,6 +135,20 @@ class CFlow(Detector):
         self._extractor: Any = None
         self.flows: Any = None
         self.normaliser: np.ndarray | None = None  # (L,) max training log p / C per layer
+
+    @classmethod
+    def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
+        """Refuse layers the backbone lacks or names twice, an input size the deepest layer's stride
+        does not divide (its feature grid would not cover the input exactly, and the upsampled maps
+        would be shifted), and checkpoints asked for without a folder to write them to."""
+        backbone, layers = hparams["backbone"], hparams["layers"]
+        check_backbone_layers(cls.name, backbone, layers)
+        check_input_stride(cls.name, "image_size", hparams["image_size"], backbone, layers, DEFAULT_DEEPEST_STRIDE)
+        if hparams["checkpoint_every"] is not None and hparams["checkpoint_dir"] is None:
+            raise ConfigError(
+                f"detector {cls.name!r}: checkpoint_every={hparams['checkpoint_every']} refused: checkpoint_dir=None "
+                "(no folder to write checkpoints to)"
+            )
 
     # --- encoder ------------------------------------------------------------------------------------
     def layers(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from autovi_plugin_cflow.detector import CFlow
 from autovi_plugin_cflow.flow import ConditionalFlow, CouplingBlock, positional_encoding_2d
 from autovi_plugin_cflow.training import layer_log_likelihoods, learning_rate
 
+from autovi_core.errors import CombinationError, ConfigError
 from autovi_core.testing import ConformanceData, DetectorConformance
 
 
@@ -21,6 +22,7 @@ class TestCFlowConformance(DetectorConformance):
     min_auroc = 0.9  # the fast profile reaches 1.0 on this category
     gpu_paths_on_cpu = True
     min_pixel_auroc = 0.9  # reaches 0.989
+    readme = Path(__file__).parents[1] / "README.md"
 
 
 # --- positional encoding -----------------------------------------------------------------------------
@@ -145,3 +147,64 @@ def test_checkpoints_and_resume(data: ConformanceData, tmp_path: Path) -> None:
     resumed = CFlow("fast", meta_epochs=2, sub_epochs=1, seed=3, checkpoint_every=1, checkpoint_dir=str(folder))
     resumed.fit(data.train[:4])
     np.testing.assert_allclose(resumed.normaliser, straight.normaliser, rtol=1e-6)
+
+
+# --- hyperparameter domains and impossible combinations -----------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "value", "domain"),
+    [
+        ("condition_dims", 30, "a multiple of 4"),  # the positional encoding splits its channels in four
+        ("loss", "mse", "one of 'logsigmoid', 'nll'"),
+        ("meta_epochs", 0, "an integer >= 1"),  # no training: untrained flows, plausible-looking maps
+        ("coupling_blocks", 0, "an integer >= 1"),
+        ("lr", 0.0, "a number > 0"),
+        ("clamp", -1.9, "a number > 0"),
+        ("image_size", 100, "a multiple of 8"),
+        ("layers", [], "a list of 1 or more"),
+        ("checkpoint_every", 0, "an integer >= 1, or none"),
+    ],
+)
+def test_out_of_domain_values_are_refused_by_name(key: str, value: object, domain: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        CFlow.resolve_hparams("fast", {key: value})
+    message = str(info.value)
+    assert not isinstance(info.value, CombinationError), message
+    assert "'cflow'" in message and f"{key}=" in message and domain in message and "\n" not in message, message
+
+
+def test_set_strings_outside_the_domain_are_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"'cflow': --set condition_dims=abc refused: expects an integer >= 4, a multiple of 4"):
+        CFlow.parse_overrides({"condition_dims": "abc"})
+    with pytest.raises(ConfigError, match=r"'cflow': --set loss=NLL refused: expects one of 'logsigmoid', 'nll'"):
+        CFlow.parse_overrides({"loss": "NLL"})
+    assert CFlow.parse_overrides({"layers": "blocks.2, blocks.4", "checkpoint_every": "none"}) == {
+        "layers": ["blocks.2", "blocks.4"],
+        "checkpoint_every": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"image_size": 80}, "image_size=80 refused: not a multiple of 32, the stride of the deepest of the preset layers"),
+        (
+            {"backbone": "wide_resnet50_2", "layers": ["layer2", "layer3"], "image_size": 200},
+            "image_size=200 refused: not a multiple of 16",
+        ),
+        ({"layers": ["layer2", "layer3"]}, "layers=['layer2', 'layer3'] refused: backbone 'tf_efficientnet_lite0' has no"),
+        ({"layers": ["blocks.2", "blocks.2"]}, "layers=['blocks.2', 'blocks.2'] refused: ['blocks.2'] named more than once"),
+        ({"checkpoint_every": 2}, "checkpoint_every=2 refused: checkpoint_dir=None"),
+    ],
+)
+def test_impossible_combinations_are_refused_by_check_hparams(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(CombinationError) as info:
+        CFlow.resolve_hparams("fast", overrides)
+    assert str(info.value).startswith("detector 'cflow': ") and message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_check_hparams_accepts_what_the_code_handles() -> None:
+    # shallower layers allow finer sizes; an unknown backbone's custom layers are checked when it is built
+    assert CFlow.resolve_hparams("fast", {"layers": ["blocks.2", "blocks.4"], "image_size": 96})["image_size"] == 96
+    assert CFlow.resolve_hparams("fast", {"backbone": "resnet34", "layers": ["layer2"], "image_size": 72})["layers"] == ["layer2"]
+    resolved = CFlow.resolve_hparams("paper", {"checkpoint_dir": "ckpt", "warmup_epochs": 0})
+    assert resolved["checkpoint_every"] is None and resolved["checkpoint_dir"] == "ckpt"

@@ -29,6 +29,7 @@ class TestDRAEMConformance(DetectorConformance):
     # the refit-determinism and CUDA-path checks fit for 2 epochs: the code paths are the same at any
     # budget, and bfloat16 is slow on the CPU (311 s for TINY on 2 cores)
     short_overrides = {"epochs": 2}
+    readme = Path(__file__).resolve().parents[1] / "README.md"
 
 
 # --- SSIM -----------------------------------------------------------------------------------------
@@ -141,3 +142,95 @@ def test_checkpoint_of_other_data_is_refused(tmp_path: Path) -> None:
     DRAEM("fast", seed=0, **hp).fit(_images())
     with pytest.raises(ConfigError, match="checkpoint"):
         DRAEM("fast", seed=0, **hp).fit(_images()[:3])
+
+
+# --- hyperparameter domains and combinations --------------------------------------------------------
+def test_anomaly_source_choices_are_the_cores() -> None:
+    from autovi_core.synthesis import SOURCE_KINDS
+
+    assert DRAEM.params["anomaly_source"].domain.options == SOURCE_KINDS
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "domain"),
+    [
+        ("anomaly_prob", 0.0, "a number in (0, 1]"),  # no synthetic anomaly: the mask head learns "all normal"
+        ("anomaly_prob", 1.5, "a number in (0, 1]"),
+        ("epochs", 0, "an integer >= 1"),
+        ("lr", 0.0, "a number > 0"),
+        ("lr_milestones", [0.8, 1.0], "a number in (0, 1)"),  # a milestone at the end never applies
+        ("lr_gamma", 0.0, "a number in (0, 1]"),
+        ("beta_range", [0.0, 1.2], "a list of 2 (a number in [0, 1])"),
+        ("beta_range", [0.5], "a list of 2"),
+        ("samples_per_epoch", 0, "an integer >= 1, or none (one pass over the training images)"),
+        ("checkpoint_every", 0, "an integer >= 1, or none (no checkpoints)"),
+        ("score_pool", 0, "an integer >= 1"),
+        ("optimizer", "sgd", "one of 'adam'"),
+        ("anomaly_source", "dtd", "one of 'auto', 'folder', 'procedural', 'train_crops'"),
+    ],
+)
+def test_out_of_domain_hyperparameters_are_refused_by_name(key: str, value: object, domain: str) -> None:
+    from autovi_core.errors import CombinationError, ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        DRAEM.resolve_hparams("fast", {key: value})
+    message = str(info.value)
+    assert not isinstance(info.value, CombinationError)
+    assert message.startswith(f"detector 'draem': {key}=") and repr(value) in message and domain in message, message
+
+
+def test_set_string_that_is_not_a_number_is_refused_by_name() -> None:
+    from autovi_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"detector 'draem': --set anomaly_prob=abc refused: expects a number in \(0, 1\]"):
+        DRAEM.parse_overrides({"anomaly_prob": "abc"})
+    assert DRAEM.parse_overrides({"beta_range": "0.1, 0.7", "samples_per_epoch": "none"}) == {
+        "beta_range": [0.1, 0.7],
+        "samples_per_epoch": None,
+    }
+
+
+SMALL_INPUT = {"image_size": 8, "ssim_window": 7, "score_pool": 3}  # 8 px through disc_depth 4: a 1x1 bottleneck
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"image_size": 60}, r"image_size=60 refused: not a multiple of 2\*\*\(depth-1\) = 8 \(recon_depth=3, disc_depth=4"),
+        ({"recon_depth": 8}, r"image_size=64 refused: not a multiple of 2\*\*\(depth-1\) = 128 \(recon_depth=8, disc_depth=4"),
+        ({"image_size": 8}, r"ssim_window=11 refused: larger than image_size=8"),
+        ({"score_pool": 65}, r"score_pool=65 refused: larger than image_size=64"),
+        ({**SMALL_INPUT, "batch_size": 1}, r"batch_size=1, samples_per_epoch=64 refused: .*1x1 bottleneck"),
+        ({**SMALL_INPUT, "samples_per_epoch": 1}, r"batch_size=8, samples_per_epoch=1 refused"),
+        ({"beta_range": [0.8, 0.2]}, r"beta_range=\[0.8, 0.2\] refused: low above high"),
+        ({"beta_range": [1.0, 1.0]}, r"beta_range=\[1.0, 1.0\] refused: beta = 1 makes every synthetic anomaly invisible"),
+        ({"anomaly_source": "folder"}, r"anomaly_source='folder' refused: texture_folder is none"),
+        ({"anomaly_source": "procedural", "texture_folder": "/t"}, r"texture_folder='/t' refused: anomaly_source='procedural' does not"),
+        ({"checkpoint_every": 5}, r"checkpoint_every=5 refused: checkpoint_dir is none"),
+        ({"checkpoint_dir": "/ckpt"}, r"checkpoint_dir='/ckpt' refused: checkpoint_every is none"),
+    ],
+)
+def test_check_hparams_refuses_impossible_combinations(overrides: dict, message: str) -> None:
+    from autovi_core.errors import CombinationError
+
+    with pytest.raises(CombinationError, match=r"^detector 'draem': " + message) as info:
+        DRAEM("fast", **overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_check_hparams_accepts_the_edges() -> None:
+    """A 1x1 bottleneck trains with two samples per batch; beta may reach 1 when it can be lower."""
+    DRAEM.resolve_hparams("fast", {**SMALL_INPUT, "batch_size": 2})
+    DRAEM.resolve_hparams("fast", {"beta_range": [0.0, 1.0], "score_pool": 64, "ssim_window": 64})
+    DRAEM.resolve_hparams("fast", {"anomaly_source": "folder", "texture_folder": "/dtd", "checkpoint_every": 1, "checkpoint_dir": "/c"})
+
+
+def test_even_score_pool_is_a_mean_filter_of_that_size() -> None:
+    """The image score is the maximum of the map's zero-padded k x k means, for even k too."""
+    images = _images(4)
+    detector = DRAEM("fast", seed=0, epochs=1, **{**MINI, "score_pool": 4}).fit(images)
+    prediction = detector.predict(images, (32, 32))  # maps at the network's size: not resampled
+    padded = np.pad(prediction.maps.astype(np.float64), ((0, 0), (2, 1), (2, 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (4, 4), axis=(1, 2)).mean(axis=(-2, -1))
+    assert windows.shape[1:] == (32, 32)
+    np.testing.assert_allclose(prediction.scores, windows.reshape(len(images), -1).max(axis=1), rtol=1e-5, atol=1e-6)

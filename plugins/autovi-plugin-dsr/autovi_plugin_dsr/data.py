@@ -51,7 +51,7 @@ class Stage1Set(_Seeded):
 
 class Stage2Set(_Seeded):
     """Stage 2: a clean image, a Perlin mask (empty for ``1 - anomaly_prob`` of the samples), the level
-    to corrupt (0 = hi, 1 = lo, 2 = both, drawn with weights ``levels``; DSR: uniform) and the anomaly
+    to corrupt (0 = hi, 1 = lo, 2 = both, drawn with weights ``levels``; ``paper``: uniform) and the anomaly
     strength ``~ U(0.2, 1)``."""
 
     stage = 2

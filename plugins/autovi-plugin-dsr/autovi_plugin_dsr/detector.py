@@ -21,32 +21,18 @@ average-pooled *coarse* mask.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.domains import Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
 from autovi_core.progress import track
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that registering the plugin stays light
     import torch
 
-_COMMON: dict[str, Any] = {
-    "stage1_weights": None,
-    "vq_commitment": 0.25,
-    "stage1_texture_prob": 0.5,
-    "anomaly_prob": 0.5,
-    "min_code_rank": 0.05,
-    "focal_gamma": 2.0,
-    "image_loss_weight": 10.0,
-    "stage2_milestones": [0.8],
-    "stage2_gamma": 0.1,
-    "batch_size": 8,
-    "checkpoint_every": None,
-    "checkpoint_dir": None,
-    "num_workers": 4,
-}
 _NOT_TRAINING = ("checkpoint_every", "checkpoint_dir", "num_workers", "score_pool", "predict_batch_size")
 MODULES = ("vq", "restrict_hi", "restrict_lo", "object_decoder", "adm", "upsampler")
 
@@ -54,45 +40,206 @@ MODULES = ("vq", "restrict_hi", "restrict_lo", "object_decoder", "adm", "upsampl
 class DSR(Detector):
     name = "dsr"
     description = "DSR: discrete VQ feature space, feature-space anomaly generation, subspace restriction, upsampling."
-    profiles = {
-        "paper": {
-            **_COMMON,
-            "image_size": 256,
-            "vq_hidden": 128, "vq_dim": 128, "vq_codes": 4096, "vq_res_hidden": 64, "vq_res_layers": 2,
-            "vq_decay": 0.99, "anomaly_levels": [1 / 3, 1 / 3, 1 / 3],
-            "stage1_epochs": 100, "stage1_samples_per_epoch": None, "stage1_lr": 2e-4,
-            "restrict_width": 128, "restrict_depth": 3,
-            "object_hidden": 128, "object_res_hidden": 64, "object_res_layers": 2,
-            "adm_width": 64, "adm_depth": 5, "up_width": 64, "up_depth": 4,
-            "stage2_epochs": 100, "stage2_samples_per_epoch": None, "stage2_lr": 2e-4,
-            "stage3_epochs": 50, "stage3_samples_per_epoch": 8000, "stage3_lr": 2e-4,
-            "score_pool": 21, "predict_batch_size": 16,
-        },
-        "fast": {
-            **_COMMON,
-            "image_size": 64,
-            "vq_hidden": 32, "vq_dim": 16, "vq_codes": 256, "vq_res_hidden": 16, "vq_res_layers": 1,
-            "vq_decay": 0.9, "anomaly_levels": [1.0, 0.0, 0.0],
-            "stage1_epochs": 40, "stage1_samples_per_epoch": 64, "stage1_lr": 2e-3,
-            "restrict_width": 16, "restrict_depth": 2,
-            "object_hidden": 32, "object_res_hidden": 16, "object_res_layers": 1,
-            "adm_width": 8, "adm_depth": 3, "up_width": 8, "up_depth": 2,
-            "stage2_epochs": 30, "stage2_samples_per_epoch": 64, "stage2_lr": 2e-3,
-            "stage3_epochs": 20, "stage3_samples_per_epoch": 64, "stage3_lr": 2e-3,
-            "score_pool": 5, "predict_batch_size": 32,
-        },
-    }  # fmt: skip
+    params: ClassVar[Mapping[str, Param]] = {
+        # input
+        "image_size": Param(
+            Int(16, multiple_of=8),
+            paper=256,
+            fast=64,
+            source="official code",
+            meaning="side of the square input (pixels); the VQ model's strides are 4 (hi codes) and 8 (lo codes)",
+        ),
+        # stage 1: the general discrete model (VQ-VAE)
+        "stage1_weights": Param(
+            Optional(
+                Text("a path to a VQ state dict (.safetensors or torch.save)"), none_means="train stage 1 on the training images, cached"
+            ),
+            paper=None,
+            fast=None,
+            source="autovi (the paper's model is trained on ImageNet; nothing is downloaded)",
+            meaning="file with the general VQ model's weights (see 'Stage-1 weights format')",
+        ),
+        "vq_hidden": Param(Int(2), paper=128, fast=32, meaning="channels of the VQ encoders and decoders", source="official code"),
+        "vq_dim": Param(Int(1), paper=128, fast=16, meaning="dimension of a codebook vector (both levels)", source="official code"),
+        "vq_codes": Param(Int(2), paper=4096, fast=256, meaning="codes per codebook (K_hi and K_lo each)", source="official code"),
+        "vq_res_hidden": Param(
+            Int(1), paper=64, fast=16, meaning="hidden channels of the VQ model's residual blocks", source="official code"
+        ),
+        "vq_res_layers": Param(Int(0), paper=2, fast=1, meaning="residual blocks per VQ encoder and decoder stack", source="official code"),
+        "vq_commitment": Param(Float(0.0), paper=0.25, fast=0.25, meaning="weight of the VQ commitment loss", source="official code"),
+        "vq_decay": Param(
+            Float(0.0, 1.0, high_open=True),
+            paper=0.99,
+            fast=0.9,
+            source="official code",
+            meaning="EMA decay of the codebook updates (1 would freeze the codebooks)",
+        ),
+        "stage1_epochs": Param(
+            Int(1), paper=100, fast=40, meaning="epochs of the local stage-1 training", source="autovi (offline fallback)"
+        ),
+        "stage1_samples_per_epoch": Param(
+            Optional(Int(1), none_means="one pass over the training images"),
+            paper=None,
+            fast=64,
+            meaning="samples per stage-1 epoch",
+            source="autovi (offline fallback)",
+        ),
+        "stage1_lr": Param(
+            Float(0.0, low_open=True), paper=2e-4, fast=2e-3, meaning="Adam learning rate of stage 1", source="autovi (offline fallback)"
+        ),
+        "stage1_texture_prob": Param(
+            Float(0.0, 1.0),
+            paper=0.5,
+            fast=0.5,
+            source="autovi (methods.md §5 offline fallback: heavy augmentation)",
+            meaning="probability that a stage-1 sample gets a procedural texture in a Perlin mask",
+        ),
+        # stage 2: object-specific modules, feature-space anomalies
+        "anomaly_prob": Param(
+            Float(0.0, 1.0, low_open=True),
+            paper=0.5,
+            fast=0.5,
+            source="official code",
+            meaning="probability that a stage-2/3 training sample gets an anomaly (0 would teach 'never anomalous')",
+        ),
+        "anomaly_levels": Param(
+            ListOf(Float(0.0), 3, 3),
+            paper=[1 / 3, 1 / 3, 1 / 3],
+            fast=[1.0, 0.0, 0.0],
+            source="autovi: uniform (official code: hi 1/4, lo 1/4, both 1/2)",
+            meaning="relative weights of corrupting the hi codes, the lo codes or both (normalised)",
+        ),
+        "min_code_rank": Param(
+            Float(0.0, 1.0, high_open=True),
+            paper=0.05,
+            fast=0.05,
+            source="official code",
+            meaning="smallest distance rank of a replacement code, as a fraction of K",
+        ),
+        "restrict_width": Param(
+            Int(1), paper=128, fast=16, meaning="base channels of the subspace-restriction U-Nets", source="official code"
+        ),
+        "restrict_depth": Param(Int(1), paper=3, fast=2, meaning="levels of the subspace-restriction U-Nets", source="official code"),
+        "object_hidden": Param(Int(2), paper=128, fast=32, meaning="channels of the object-specific image decoder", source="official code"),
+        "object_res_hidden": Param(Int(1), paper=64, fast=16, meaning="hidden channels of its residual blocks", source="official code"),
+        "object_res_layers": Param(
+            Int(0), paper=2, fast=1, meaning="residual blocks of the object-specific decoder", source="official code"
+        ),
+        "adm_width": Param(Int(1), paper=64, fast=8, meaning="base channels of the anomaly-detection U-Net", source="official code"),
+        "adm_depth": Param(
+            Int(1), paper=5, fast=3, meaning="levels of the anomaly-detection U-Net", source="autovi (official code: 4 levels)"
+        ),
+        "stage2_epochs": Param(Int(1), paper=100, fast=30, meaning="epochs of stage 2", source="official code"),
+        "stage2_samples_per_epoch": Param(
+            Optional(Int(1), none_means="one pass over the training images"),
+            paper=None,
+            fast=64,
+            meaning="samples per stage-2 epoch",
+            source="autovi (official code: 8000)",
+        ),
+        "stage2_lr": Param(
+            Float(0.0, low_open=True), paper=2e-4, fast=2e-3, meaning="Adam learning rate of stage 2", source="official code"
+        ),
+        "stage2_milestones": Param(
+            ListOf(Float(0.0, 1.0, low_open=True, high_open=True), min_len=0),
+            paper=[0.8],
+            fast=[0.8],
+            source="official code",
+            meaning="fractions of stage2_epochs at which the lr is multiplied by stage2_gamma (empty: constant lr)",
+        ),
+        "stage2_gamma": Param(
+            Float(0.0, 1.0, low_open=True), paper=0.1, fast=0.1, meaning="lr factor at each stage-2 milestone", source="official code"
+        ),
+        "focal_gamma": Param(
+            Float(0.0), paper=2.0, fast=2.0, meaning="focal-loss exponent (0: cross-entropy), stages 2 and 3", source="official code"
+        ),
+        "image_loss_weight": Param(
+            Float(0.0, low_open=True),
+            paper=10.0,
+            fast=10.0,
+            source="official code",
+            meaning="weight of the object decoder's image MSE (its only training signal)",
+        ),
+        # stage 3: upsampling module
+        "up_width": Param(Int(1), paper=64, fast=8, meaning="base channels of the upsampling U-Net", source="official code"),
+        "up_depth": Param(Int(1), paper=4, fast=2, meaning="levels of the upsampling U-Net", source="official code"),
+        "stage3_epochs": Param(Int(1), paper=50, fast=20, meaning="epochs of stage 3 (constant lr)", source="official code"),
+        "stage3_samples_per_epoch": Param(
+            Optional(Int(1), none_means="one pass over the training images"),
+            paper=8000,
+            fast=64,
+            meaning="samples per stage-3 epoch",
+            source="official code",
+        ),
+        "stage3_lr": Param(
+            Float(0.0, low_open=True), paper=2e-4, fast=2e-3, meaning="Adam learning rate of stage 3", source="official code"
+        ),
+        # all stages
+        "batch_size": Param(Int(1), paper=8, fast=8, meaning="training batch size (all stages)", source="official code"),
+        # inference
+        "score_pool": Param(
+            Int(1, odd=True),
+            paper=21,
+            fast=5,
+            source="official code",
+            meaning="side of the average pooling of the coarse mask before its max (the image score; pixels)",
+        ),
+        "predict_batch_size": Param(Int(1), paper=16, fast=32, meaning="images per inference batch", source="autovi"),
+        # running
+        "checkpoint_every": Param(
+            Optional(Int(1), none_means="no periodic checkpoints"),
+            paper=None,
+            fast=None,
+            source="autovi",
+            meaning="save a stage's checkpoint every N epochs (and at its end) into checkpoint_dir",
+        ),
+        "checkpoint_dir": Param(
+            Optional(Text("a folder path"), none_means="no checkpoints"),
+            paper=None,
+            fast=None,
+            source="autovi",
+            meaning="folder of dsr_stage2.pt / dsr_stage3.pt; a later fit resumes from them",
+        ),
+        "num_workers": Param(
+            Int(0), paper=4, fast=4, meaning="DataLoader worker processes (CUDA only; the CPU loads inline)", source="autovi"
+        ),
+    }
     capabilities = Capabilities(needs_gpu=True, supervised=False, pretrained_assets=())
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
         super().__init__(profile, seed=seed, device=device, **overrides)
-        if self.hparams["image_size"] % 8:
-            raise ConfigError(f"dsr: image_size must be a multiple of 8, got {self.hparams['image_size']}")
-        levels = self.hparams["anomaly_levels"]
-        if len(levels) != 3 or min(levels) < 0 or sum(levels) <= 0:
-            raise ConfigError(f"dsr: anomaly_levels must be 3 non-negative weights (hi, lo, both), got {levels!r}")
         self.resumed_from_epoch: dict[str, int] = {}
         self._build()
+
+    @classmethod
+    def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
+        """Refuse what the networks cannot run or the training would silently ignore (torch-free)."""
+        levels = hparams["anomaly_levels"]
+        if not 0 < sum(levels) < float("inf"):
+            raise ConfigError(
+                f"detector {cls.name!r}: anomaly_levels={levels!r} refused: the weights (hi, lo, both) must have a positive, finite sum"
+            )
+        size = hparams["image_size"]
+        # every U-Net halves its input depth - 1 times; its coarsest level needs 2 x 2 cells (batch norm
+        # cannot train on one value per channel, and max pooling a 1 x 1 map fails)
+        for key, grid, what in (
+            ("restrict_depth", size // 8, "lo code grid"),
+            ("adm_depth", size, "image"),
+            ("up_depth", size, "image"),
+        ):
+            depth = hparams[key]
+            if grid >> (depth - 1) < 2:
+                raise ConfigError(
+                    f"detector {cls.name!r}: {key}={depth} refused with image_size={size}: the {what} ({grid} x {grid}) "
+                    f"would be {grid >> (depth - 1)} x {grid >> (depth - 1)} at the U-Net's deepest level; needs 2 x 2"
+                )
+        if hparams["score_pool"] > size:
+            raise ConfigError(
+                f"detector {cls.name!r}: score_pool={hparams['score_pool']} refused: larger than the coarse mask (image_size={size})"
+            )
+        if hparams["checkpoint_every"] is not None and hparams["checkpoint_dir"] is None:
+            every = hparams["checkpoint_every"]
+            raise ConfigError(f"detector {cls.name!r}: checkpoint_every={every} refused: checkpoint_dir is none, nothing would be saved")
 
     def _build(self) -> None:
         import torch
@@ -248,7 +395,7 @@ class DSR(Detector):
         with torch.inference_mode():
             hp = self.hparams
             self._set_mode()
-            pool = max(1, int(hp["score_pool"])) | 1
+            pool = hp["score_pool"]  # odd (its domain): the window is centred on each cell
             scores, maps = [], []
             for start in range(0, len(images), hp["predict_batch_size"]):
                 x = to_chw(prepare_images(images[start : start + hp["predict_batch_size"]], hp["image_size"]), self.device)

@@ -33,6 +33,7 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory):
 class TestDSRConformance(DetectorConformance):
     detector = "dsr"
     category = "clip_assembly"
+    readme = Path(__file__).parents[1] / "README.md"
     # the plain fast profile; over seeds 0-3 it reaches 0.72-0.88 here (0.58-0.88 on textured_plate)
     min_auroc = 0.65
     gpu_paths_on_cpu = True
@@ -60,6 +61,78 @@ def test_fast_profile_localises_defects_on_texture(tmp_path: Path) -> None:
     masks = [np.any([m for m, _ in category.load_channels(s)], axis=0) if s.label else None for s in category.test]
     assert pixel_auroc(list(prediction.maps), masks) >= 0.75
     assert image_auroc(prediction.scores, [s.label for s in category.test]) >= 0.6
+
+
+# --- hyperparameter domains and combinations ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "value", "domain"),
+    [
+        ("image_size", 100, "a multiple of 8"),  # the VQ strides (4, 8) must divide the input
+        ("image_size", 8, ">= 16"),
+        ("anomaly_prob", 0.0, "(0, 1]"),  # no anomalies: the detection module learns 'never anomalous'
+        ("vq_decay", 1.0, "[0, 1)"),  # frozen codebooks
+        ("vq_codes", 1, ">= 2"),  # no other code to swap in
+        ("min_code_rank", 1.0, "[0, 1)"),
+        ("score_pool", 4, "an odd integer"),  # used to be turned into 5 silently
+        ("score_pool", 0, "an odd integer"),
+        ("anomaly_levels", [0.5, 0.5], "a list of 3"),
+        ("anomaly_levels", [1.0, -1.0, 1.0], ">= 0"),
+        ("stage2_milestones", [1.2], "(0, 1)"),  # never reached
+        ("stage2_gamma", 0.0, "(0, 1]"),  # lr 0 after the milestone
+        ("image_loss_weight", 0.0, "> 0"),  # the object decoder would never train
+        ("stage2_epochs", 0, ">= 1"),
+        ("checkpoint_every", 0, ">= 1"),
+        ("stage3_samples_per_epoch", 0, ">= 1"),
+        ("stage1_weights", "", "a path"),
+    ],
+)
+def test_out_of_domain_values_are_refused_by_name(key: str, value: object, domain: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        DSR.resolve_hparams("fast", {key: value})
+    message = str(info.value)
+    assert "'dsr'" in message and f"{key}=" in message and domain in message and "\n" not in message, message
+    with pytest.raises(ConfigError, match=key):
+        DSR("fast", **{key: value})
+
+
+def test_set_strings_are_parsed_or_refused_by_name() -> None:
+    parsed = DSR.parse_overrides({"score_pool": "7", "stage2_milestones": "0.5, 0.9", "stage1_samples_per_epoch": "none"})
+    assert parsed == {"score_pool": 7, "stage2_milestones": [0.5, 0.9], "stage1_samples_per_epoch": None}
+    with pytest.raises(ConfigError, match=r"detector 'dsr': --set anomaly_prob=abc refused: expects a number in \(0, 1\]"):
+        DSR.parse_overrides({"anomaly_prob": "abc"})
+    with pytest.raises(ConfigError, match="--set score_pool=20 refused: expects an odd integer >= 1"):
+        DSR.parse_overrides({"score_pool": "20"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"anomaly_levels": [0.0, 0.0, 0.0]}, ["anomaly_levels=[0.0, 0.0, 0.0]", "positive"]),
+        ({"restrict_depth": 4}, ["restrict_depth=4", "image_size=64", "1 x 1"]),  # lo grid 8 x 8 halved 3 times
+        ({"image_size": 32, "restrict_depth": 3}, ["restrict_depth=3", "image_size=32"]),
+        ({"adm_depth": 7}, ["adm_depth=7", "image_size=64"]),
+        ({"up_depth": 7}, ["up_depth=7", "image_size=64"]),
+        ({"score_pool": 65}, ["score_pool=65", "image_size=64"]),
+        ({"checkpoint_every": 5}, ["checkpoint_every=5", "checkpoint_dir"]),
+    ],
+)
+def test_impossible_combinations_are_refused_by_name(overrides: dict, words: list[str]) -> None:
+    from autovi_core.errors import CombinationError
+
+    with pytest.raises(CombinationError) as info:
+        DSR.resolve_hparams("fast", overrides)
+    message = str(info.value)
+    assert message.startswith("detector 'dsr': ") and "\n" not in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_largest_valid_depths_and_pool_are_accepted() -> None:
+    """The limits of the combinations are exact: the deepest U-Net level is 2 x 2, the pool the whole mask."""
+    hp = DSR.resolve_hparams("fast", {"image_size": 64, "restrict_depth": 3, "adm_depth": 6, "up_depth": 6, "score_pool": 63})
+    assert hp["adm_depth"] == 6
+    assert DSR.resolve_hparams("paper", {"checkpoint_every": 2, "checkpoint_dir": "ckpt"})["checkpoint_every"] == 2
+    assert DSR.resolve_hparams("paper", {"anomaly_levels": [0.0, 0.0, 2.0]})["anomaly_levels"] == [0.0, 0.0, 2.0]
 
 
 # --- vector quantisation --------------------------------------------------------------------------

@@ -18,73 +18,215 @@ resized. The image score is the maximum of the map.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.domains import Choice, Float, Int, Optional, Param, Text
 from autovi_core.errors import ConfigError
 
-_COMMON: dict[str, Any] = {
-    "weights": None,  # backbone weights file used for teacher distillation (--weights)
-    "teacher_weights": None,  # a state-dict file of a ready teacher PDN (skips distillation)
-    "teacher_pool": None,  # folder of images to distil the teacher on (default: cached datasets + fit images)
-    "teacher_batch": 16,
-    "teacher_lr": 1e-4,
-    "hard_quantile": 0.999,
-    "penalty_folder": None,  # folder of out-of-distribution images for the penalty loss (None = off)
-    "map_normalisation": "validation",  # "validation" (paper) or "train" (AutoVI paper)
-    "validation_fraction": 0.1,
-    "q_a": 0.9,
-    "q_b": 0.995,
-    "weight_decay": 1e-5,
-    "lr_drop_at": 0.95,
-    "batch_size": 1,
-    "ae_dropout": 0.2,
-    "checkpoint_every": None,  # steps between training checkpoints (None = none)
-    "checkpoint_dir": None,  # where checkpoints go; training resumes from the latest one there
-}
+_POSITIVE = Float(0.0, low_open=True)
+_FRACTION = Float(0.0, 1.0)
 
 
 class EfficientAD(Detector):
     name = "efficientad"
     description = "EfficientAD: student-teacher PDNs with hard-feature loss plus an autoencoder for logical anomalies."
-    profiles = {
-        "paper": {
-            **_COMMON,
-            "backbone": "wide_resnet101_2",  # falls back to tf_efficientnet_lite0 when its weights are absent
-            "model_size": "medium",  # the paper's EfficientAD-M; the AutoVI paper used "small"
-            "out_channels": 384,
-            "width": 1.0,
-            "image_size": 256,
-            "steps": 70000,
-            "lr": 1e-4,
-            "teacher_steps": 60000,
-            "teacher_views": None,  # fresh augmented views every step
-            "teacher_pool_max": 20000,
-        },
-        "fast": {
-            **_COMMON,
-            "backbone": "tf_efficientnet_lite0",
-            "model_size": "small",
-            "out_channels": 64,
-            "width": 0.25,
-            "image_size": 64,
-            "steps": 1000,
-            "lr": 2e-3,
-            "teacher_steps": 200,
-            "teacher_views": 192,  # a fixed set of augmented views, backbone features extracted once
-            "teacher_pool_max": 400,
-            "teacher_batch": 8,
-            "teacher_lr": 2e-3,
-        },
+    params: ClassVar[Mapping[str, Param]] = {
+        # --- networks ---
+        "model_size": Param(
+            Choice("small", "medium"),
+            paper="medium",
+            fast="small",
+            meaning="PDN of teacher and student: 'medium' (EfficientAD-M) or 'small' (EfficientAD-S, what the AutoVI paper ran)",
+            source="paper (EfficientAD-M); fast: autovi",
+        ),
+        "out_channels": Param(
+            Int(1),
+            paper=384,
+            fast=64,
+            meaning="teacher feature channels C (the student has 2C)",
+            source="paper §3.1; fast: autovi",
+        ),
+        "width": Param(
+            _POSITIVE,
+            paper=1.0,
+            fast=0.25,
+            meaning="scale of the PDNs' and the autoencoder's hidden channels (1.0: the paper's; at least 8 channels per layer)",
+            source="autovi (1.0 = the paper's widths)",
+        ),
+        "image_size": Param(
+            Int(64, multiple_of=32),
+            paper=256,
+            fast=64,
+            meaning="square network input (pixels); the autoencoder needs a multiple of 32, the unpadded PDN at least 64",
+            source="paper (256 x 256 input); fast: autovi",
+        ),
+        "ae_dropout": Param(
+            Float(0.0, 1.0, high_open=True),
+            paper=0.2,
+            fast=0.2,
+            meaning="dropout probability after each decoder convolution of the autoencoder",
+            source="paper (autoencoder architecture)",
+        ),
+        # --- student and autoencoder training ---
+        "steps": Param(
+            Int(1),
+            paper=70000,
+            fast=1000,
+            meaning="training steps of the student and the autoencoder",
+            source="paper Algorithm 1; fast: autovi",
+        ),
+        "batch_size": Param(
+            Int(1),
+            paper=1,
+            fast=1,
+            meaning="training images per step (the paper trains with 1)",
+            source="paper Algorithm 1",
+        ),
+        "lr": Param(_POSITIVE, paper=1e-4, fast=2e-3, meaning="Adam learning rate", source="paper Algorithm 1; fast: autovi"),
+        "weight_decay": Param(Float(0.0), paper=1e-5, fast=1e-5, meaning="Adam weight decay", source="paper Algorithm 1"),
+        "lr_drop_at": Param(
+            Float(0.5, 1.0, low_open=True),
+            paper=0.95,
+            fast=0.95,
+            meaning="share of the steps after which the learning rate drops 10x (1: never; the drop repeats at every "
+            "multiple of it, hence above 0.5 for a single drop)",
+            source="paper Algorithm 1",
+        ),
+        "hard_quantile": Param(
+            _FRACTION,
+            paper=0.999,
+            fast=0.999,
+            meaning="quantile of the squared teacher-student errors above which they count in the hard-feature loss (0: all)",
+            source="paper §3.2",
+        ),
+        "penalty_folder": Param(
+            Optional(Text("a folder of images"), none_means="no penalty loss"),
+            paper=None,
+            fast=None,
+            meaning="folder of out-of-distribution images for the student's penalty loss",
+            source="autovi (the paper uses ImageNet images, §3.2; offline: off)",
+        ),
+        "checkpoint_every": Param(
+            Optional(Int(1), none_means="no periodic checkpoints"),
+            paper=None,
+            fast=None,
+            meaning="training steps between checkpoints written to checkpoint_dir",
+            source="autovi",
+        ),
+        "checkpoint_dir": Param(
+            Optional(Text("a folder"), none_means="no checkpoints, no resuming"),
+            paper=None,
+            fast=None,
+            meaning="folder of training checkpoints; training resumes from the latest matching one there",
+            source="autovi",
+        ),
+        # --- anomaly map normalisation ---
+        "map_normalisation": Param(
+            Choice("validation", "train"),
+            paper="validation",
+            fast="validation",
+            meaning="images whose map quantiles normalise the maps: a held-out validation share of the training "
+            "images ('validation') or the whole training set ('train')",
+            source="paper Algorithm 1; 'train': AutoVI paper Tab. 13",
+        ),
+        "validation_fraction": Param(
+            Float(0.0, 1.0, low_open=True, high_open=True),
+            paper=0.1,
+            fast=0.1,
+            meaning="share of the training images held out for the map quantiles with map_normalisation='validation' "
+            "(at least 1 image, at most all but 1)",
+            source="paper (MVTec AD: a random 10 % of the training images)",
+        ),
+        "q_a": Param(
+            _FRACTION,
+            paper=0.9,
+            fast=0.9,
+            meaning="quantile of the defect-free maps that is mapped to 0",
+            source="paper Algorithm 1",
+        ),
+        "q_b": Param(
+            _FRACTION,
+            paper=0.995,
+            fast=0.995,
+            meaning="quantile of the defect-free maps that is mapped to 0.1 (above q_a)",
+            source="paper Algorithm 1",
+        ),
+        # --- the teacher ---
+        "backbone": Param(
+            Text("a timm CNN name with stride-8 and stride-16 feature layers"),
+            paper="wide_resnet101_2",
+            fast="tf_efficientnet_lite0",
+            meaning="pretrained CNN the teacher is distilled from (stride-8 + stride-16 layers); wide_resnet101_2 "
+            "falls back to tf_efficientnet_lite0 when its weights are absent",
+            source="paper §3.1 (WideResNet-101 features); fast: autovi (offline Lite0)",
+        ),
+        "weights": Param(
+            Optional(
+                Text("a state-dict file"),
+                none_means="the backbone's AUTOVI_WEIGHTS_... variable, AUTOVI_WEIGHTS, the hub cache, the Lite0 package",
+            ),
+            paper=None,
+            fast=None,
+            meaning="ImageNet weights file of the backbone (--weights)",
+            source="autovi",
+        ),
+        "teacher_weights": Param(
+            Optional(Text("a state-dict file"), none_means="distil the teacher, or read it from the cache"),
+            paper=None,
+            fast=None,
+            meaning="state-dict file of a ready teacher PDN of this model_size and out_channels (skips distillation)",
+            source="autovi",
+        ),
+        "teacher_pool": Param(
+            Optional(Text("a folder of images"), none_means="the cached datasets' train/good images plus the fit images"),
+            paper=None,
+            fast=None,
+            meaning="folder of images (recursive) the teacher is distilled on",
+            source="autovi (the paper distils on ImageNet, §3.1)",
+        ),
+        "teacher_pool_max": Param(
+            Int(1),
+            paper=20000,
+            fast=400,
+            meaning="most pool images read from disk (the fit images always count)",
+            source="autovi",
+        ),
+        "teacher_steps": Param(
+            Int(1),
+            paper=60000,
+            fast=200,
+            meaning="distillation steps of the teacher",
+            source="paper §3.1; fast: autovi",
+        ),
+        "teacher_batch": Param(Int(1), paper=16, fast=8, meaning="distillation batch size", source="paper §3.1; fast: autovi"),
+        "teacher_lr": Param(_POSITIVE, paper=1e-4, fast=2e-3, meaning="distillation Adam learning rate", source="paper §3.1; fast: autovi"),
+        "teacher_views": Param(
+            Optional(Int(1), none_means="fresh augmented views every step"),
+            paper=None,
+            fast=192,
+            meaning="size of a fixed set of augmented views whose backbone features are extracted once (cheap CPU distillation)",
+            source="paper: fresh views; fast: autovi",
+        ),
     }
     capabilities = Capabilities(needs_gpu=True, supervised=False, pretrained_assets=("wide_resnet101_2", "tf_efficientnet_lite0"))
 
+    @classmethod
+    def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
+        """Refuse q_a >= q_b (the normalisation would divide by zero or flip the maps) and
+        checkpoint_every without checkpoint_dir (nothing would be written). File and folder paths are
+        checked when they are read: a saved model must load where they no longer exist."""
+        q_a, q_b = hparams["q_a"], hparams["q_b"]
+        if q_a >= q_b:
+            raise ConfigError(f"detector {cls.name!r}: q_a={q_a} q_b={q_b} refused: q_a must be below q_b (maps are scaled by q_b - q_a)")
+        every = hparams["checkpoint_every"]
+        if every is not None and hparams["checkpoint_dir"] is None:
+            raise ConfigError(f"detector {cls.name!r}: checkpoint_every={every} refused: checkpoint_dir is none (nowhere to write them)")
+
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
         super().__init__(profile, seed=seed, device=device, **overrides)
-        if self.hparams["map_normalisation"] not in ("validation", "train"):
-            raise ConfigError(f"efficientad: map_normalisation must be 'validation' or 'train', got {self.hparams['map_normalisation']!r}")
         self.model: Any = None  # the fused inference module (:class:`.inference.FusedEfficientAD`)
 
     # --- inputs -------------------------------------------------------------------------------------

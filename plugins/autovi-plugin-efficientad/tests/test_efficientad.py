@@ -13,6 +13,7 @@ from autovi_plugin_efficientad.detector import EfficientAD
 from autovi_plugin_efficientad.losses import hard_feature_loss, map_quantiles, normalise_map, quantile
 from autovi_plugin_efficientad.networks import Autoencoder, output_side, pdn, receptive_field
 
+from autovi_core.errors import CombinationError, ConfigError
 from autovi_core.testing import ConformanceData, DetectorConformance
 
 
@@ -32,12 +33,70 @@ class TestEfficientADConformance(DetectorConformance):
     gpu_paths_on_cpu = True
     min_pixel_auroc = 0.75  # reaches 0.858
 
+    readme = Path(__file__).parents[1] / "README.md"
     short_overrides = {"steps": 50}  # for the refit-determinism and CUDA-path checks: bfloat16 is slow on the CPU
 
     def test_gpu_code_paths_run_on_cpu(self, fitted: object, data: ConformanceData, monkeypatch: pytest.MonkeyPatch) -> None:
         """``fitted`` first, in any test order: the teacher is distilled once, by the plain fit, and read
         from the module's cache here (run first, this test distilled it itself, 7 min in all)."""
         super().test_gpu_code_paths_run_on_cpu(data, monkeypatch)
+
+
+# --- hyperparameter domains and combinations ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "value", "domain"),
+    [
+        ("image_size", 100, "a multiple of 32"),  # the autoencoder's encoder cannot reach a 1 x 1 code
+        ("image_size", 32, "an integer >= 64"),  # the unpadded PDN's output grid would be empty
+        ("steps", 0, "an integer >= 1"),  # an untrained student still gives plausible-looking maps
+        ("lr_drop_at", 0.3, "a number in (0.5, 1"),  # StepLR would drop the rate at 30, 60 and 90 %
+        ("ae_dropout", 1.0, "a number in [0"),  # the decoder would see zeros only
+        ("q_b", 1.5, "a number in [0"),
+        ("hard_quantile", -0.1, "a number in [0"),
+        ("validation_fraction", 0.0, "a number in (0"),  # silently became one image
+        ("teacher_views", 0, "an integer >= 1, or none"),  # 0 silently meant none
+        ("checkpoint_every", 0, "an integer >= 1, or none"),  # 0 silently meant no checkpoints
+        ("model_size", "large", "one of 'small', 'medium'"),
+        ("map_normalisation", "val", "one of 'validation', 'train'"),  # was refused in __init__, now before any work
+        ("teacher_pool", "", "a folder of images, or none"),
+    ],
+)
+def test_out_of_domain_values_are_refused_by_name(key: str, value: object, domain: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        EfficientAD.resolve_hparams("fast", {key: value})
+    message = str(info.value)
+    assert "'efficientad'" in message and f"{key}={value!r}" in message and "\n" not in message, message
+    assert domain in message and EfficientAD.domains()[key].describe() in message, message
+    with pytest.raises(ConfigError, match=key):
+        EfficientAD("fast", **{key: value})
+
+
+def test_set_strings_are_parsed_or_refused_by_name() -> None:
+    assert EfficientAD.parse_overrides({"image_size": "128", "teacher_views": "none", "lr": "1e-3"}) == {
+        "image_size": 128,
+        "teacher_views": None,
+        "lr": 1e-3,
+    }
+    with pytest.raises(ConfigError, match=r"'efficientad': --set image_size=abc refused: expects an integer >= 64"):
+        EfficientAD.parse_overrides({"image_size": "abc"})
+    with pytest.raises(ConfigError, match=r"--set model_size=large refused: expects one of 'small', 'medium'"):
+        EfficientAD.parse_overrides({"model_size": "large"})
+
+
+@pytest.mark.parametrize(("q_a", "q_b"), [(0.995, 0.9), (0.9, 0.9)])
+def test_check_hparams_refuses_q_a_not_below_q_b(q_a: float, q_b: float) -> None:
+    """q_b - q_a scales the maps: zero would blow them up, negative would flip them."""
+    with pytest.raises(CombinationError, match=rf"'efficientad': q_a={q_a} q_b={q_b} refused: q_a must be below q_b"):
+        EfficientAD.resolve_hparams("fast", {"q_a": q_a, "q_b": q_b})
+    assert EfficientAD.resolve_hparams("fast", {"q_a": 0.5, "q_b": 0.6})["q_b"] == 0.6
+
+
+def test_check_hparams_refuses_checkpoints_without_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(CombinationError, match=r"'efficientad': checkpoint_every=5 refused: checkpoint_dir is none"):
+        EfficientAD.resolve_hparams("fast", {"checkpoint_every": 5})
+    with_folder = EfficientAD.resolve_hparams("fast", {"checkpoint_every": 5, "checkpoint_dir": str(tmp_path)})
+    assert with_folder["checkpoint_every"] == 5
+    assert EfficientAD.resolve_hparams("fast", {"checkpoint_dir": str(tmp_path)})["checkpoint_every"] is None  # resume only
 
 
 # --- networks ----------------------------------------------------------------------------------------
@@ -98,7 +157,7 @@ def test_map_normalisation_maps_the_quantiles_to_0_and_0_1() -> None:
 
 # --- teacher -------------------------------------------------------------------------------------------
 def tiny_hparams(**changes: object) -> dict:
-    hp = EfficientAD.resolve_hparams("fast", {"teacher_steps": 3, "teacher_views": 8, "image_size": 32, "out_channels": 16})
+    hp = EfficientAD.resolve_hparams("fast", {"teacher_steps": 3, "teacher_views": 8, "image_size": 64, "out_channels": 16})
     return hp | changes
 
 

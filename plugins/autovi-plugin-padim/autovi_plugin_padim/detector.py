@@ -23,24 +23,75 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
-from autovi_core.layer_preset import LayerPreset
-
-_COMMON: dict[str, Any] = {
-    "weights": None,  # a state-dict file for the backbone (else hub cache, else the Lite0 package)
-    "layers": None,  # feature layers; None = the preset for the backbone (strides 4, 8, 16)
-    "eps": 0.01,
-    "blur_sigma": 4.0,  # Gaussian sigma in pixels at a 224-px input; scaled with the input size
-    "batch_size": 16,
-}
+from autovi_core.domains import Float, Int, ListOf, Optional, Param, Text
+from autovi_core.errors import ConfigError
+from autovi_core.layer_preset import LayerPreset, check_backbone_layers, check_input_stride
 
 
 class PaDiM(Detector):
     name = "padim"
     description = "PaDiM: Mahalanobis distance to per-position Gaussians of pretrained CNN features."
-    profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {**_COMMON, "backbone": "resnet18", "resize": 256, "crop": 224, "d": 100},
-        # Lite0 blocks 1, 2, 4 give 24 + 40 + 112 = 176 channels: d = 176 keeps them all.
-        "fast": {**_COMMON, "backbone": "tf_efficientnet_lite0", "resize": 128, "crop": None, "d": 176},
+    params: ClassVar[dict[str, Param]] = {
+        "backbone": Param(
+            Text("a timm model name"),
+            paper="resnet18",
+            fast="tf_efficientnet_lite0",
+            meaning="frozen ImageNet CNN whose feature maps make the embeddings",
+            source="paper (ResNet-18 variant, R18-Rd100); fast: autovi (Lite0, offline)",
+        ),
+        "weights": Param(
+            Optional(Text("a path to a state-dict file"), none_means="the hub cache, else the Lite0 package"),
+            paper=None,
+            fast=None,
+            meaning="state-dict file for the backbone; the source used is recorded as provenance.weights_source",
+            source="autovi",
+        ),
+        "layers": Param(
+            Optional(
+                ListOf(Text("a feature-layer name (timm feature_info module name)"), min_len=1),
+                none_means="the preset: the backbone's stride-4, -8 and -16 layers",
+            ),
+            paper=None,
+            fast=None,
+            meaning="feature layers concatenated on the first one's grid, finest first",
+            source="paper (ResNet layers 1-3); fast: autovi (Lite0 blocks 1, 2, 4)",
+        ),
+        "resize": Param(
+            Int(16),
+            paper=256,
+            fast=128,
+            meaning="side the images are resized to (pixels, square)",
+            source="paper (resize 256, centre crop 224); fast: autovi",
+        ),
+        "crop": Param(
+            Optional(Int(16), none_means="no crop: the network sees the whole resized image"),
+            paper=224,
+            fast=None,
+            meaning="side of the centre crop fed to the network (pixels); its map is placed back in the full frame",
+            source="paper (resize 256, centre crop 224); fast: autovi",
+        ),
+        "d": Param(
+            Int(1),
+            paper=100,
+            fast=176,
+            meaning="embedding channels kept: a random subset fixed by the seed when the layers have more, else all",
+            source="paper (R18-Rd100); fast: autovi (Lite0 blocks 1, 2, 4 have 176 channels)",
+        ),
+        "eps": Param(
+            Float(0.0, low_open=True),
+            paper=0.01,
+            fast=0.01,
+            meaning="regulariser added to each covariance's diagonal (eps * I), which keeps it invertible",
+            source="paper §3.2",
+        ),
+        "blur_sigma": Param(
+            Float(0.0),
+            paper=4.0,
+            fast=4.0,
+            meaning="Gaussian blur of the map (pixels at a 224-px input, scaled with the input size; 0: none)",
+            source="paper (sigma = 4)",
+        ),
+        "batch_size": Param(Int(1), paper=16, fast=16, meaning="images per backbone pass", source="autovi"),
     }
     # The paper's stride-4, -8 and -16 stages (ResNet-18 / WideResNet-50 layer1-3).
     layer_preset: ClassVar[LayerPreset] = LayerPreset(
@@ -60,6 +111,18 @@ class PaDiM(Detector):
         self.mean: np.ndarray | None = None
         self.inv_cov: np.ndarray | None = None
         self.grid: tuple[int, int] | None = None
+
+    @classmethod
+    def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
+        """Refuse a crop larger than the resize, layers the backbone lacks, named twice or not from the
+        finest to the coarsest (the others are resampled to the first one's grid), and a network input
+        side that the largest stride of the layers does not divide (misaligned feature grids)."""
+        backbone, layers, resize, crop = hparams["backbone"], hparams["layers"], hparams["resize"], hparams["crop"]
+        if crop is not None and crop > resize:
+            raise ConfigError(f"detector {cls.name!r}: crop={crop} refused: larger than resize={resize}")
+        check_backbone_layers(cls.name, backbone, layers)
+        size, key = (resize, "resize") if crop is None else (crop, "crop")
+        check_input_stride(cls.name, key, size, backbone, layers, max(cls.layer_preset.strides))
 
     # --- building blocks ------------------------------------------------------------------------
     def _geometry(self) -> Any:

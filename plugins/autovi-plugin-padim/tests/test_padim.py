@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from autovi_plugin_padim.detector import PaDiM
 from autovi_plugin_padim.gaussian import StreamingGaussian, batched_inverse, mahalanobis
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
+from autovi_core.errors import CombinationError, ConfigError
 from autovi_core.testing import DetectorConformance
 
 
 class TestPaDiMConformance(DetectorConformance):
     detector = "padim"
+    readme = Path(__file__).resolve().parents[1] / "README.md"
     category = "clip_assembly"
     min_auroc = 0.9
     min_pixel_auroc = 0.9  # reaches 0.992
@@ -62,3 +67,67 @@ def test_random_channel_subset_is_fixed_by_the_seed_and_only_when_needed() -> No
     assert len(chosen) == 100 and len(set(chosen.tolist())) == 100 and chosen.max() < 448
     assert np.array_equal(chosen, b._choose_channels(448)) and not np.array_equal(chosen, c._choose_channels(448))
     assert np.array_equal(PaDiM("fast")._choose_channels(176), np.arange(176))
+
+
+# --- hyperparameter domains and combinations ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "value", "domain"),
+    [
+        ("eps", 0, "a number > 0"),  # a singular covariance: Cholesky fails or the distances blow up
+        ("eps", -0.01, "a number > 0"),
+        ("d", 0, "an integer >= 1"),
+        ("blur_sigma", -1.0, "a number >= 0"),
+        ("crop", 0, "an integer >= 16"),
+        ("resize", 8, "an integer >= 16"),
+        ("batch_size", 0, "an integer >= 1"),
+        ("layers", [], "a list of 1 or more"),
+    ],
+)
+def test_out_of_domain_values_are_refused_by_name(key: str, value: object, domain: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        PaDiM.resolve_hparams("fast", {key: value})
+    message = str(info.value)
+    assert f"detector 'padim': {key}={value!r} refused" in message and domain in message, message
+    assert not isinstance(info.value, CombinationError)
+
+
+def test_set_strings_that_are_no_number_are_refused_by_name() -> None:
+    for key, text in (("d", "abc"), ("eps", "abc"), ("d", "1.5")):
+        with pytest.raises(ConfigError, match=rf"detector 'padim': --set {key}={text} refused: expects"):
+            PaDiM.parse_overrides({key: text})
+    assert PaDiM.parse_overrides({"layers": "layer1, layer2", "crop": "none"}) == {"layers": ["layer1", "layer2"], "crop": None}
+
+
+@pytest.mark.parametrize(
+    ("profile", "overrides", "match"),
+    [
+        ("paper", {"crop": 288}, r"crop=288 refused: larger than resize=256"),
+        ("fast", {"crop": 160}, r"crop=160 refused: larger than resize=128"),
+        ("paper", {"layers": ["layer1", "layer5"]}, r"layers=\['layer1', 'layer5'\] refused: backbone 'resnet18' has no \['layer5'\]"),
+        ("fast", {"layers": ["layer1", "layer2"]}, r"backbone 'tf_efficientnet_lite0' has no \['layer1', 'layer2'\]"),
+        ("paper", {"layers": ["layer1", "layer2", "layer1"]}, r"\['layer1'\] named more than once"),
+        ("paper", {"layers": ["layer3", "layer1"]}, r"layers=\['layer3', 'layer1'\] refused: not from the shallowest to the deepest"),
+        ("paper", {"crop": 220}, r"crop=220 refused: not a multiple of 16"),
+        ("fast", {"resize": 100}, r"resize=100 refused: not a multiple of 16"),
+        ("fast", {"resize": 144, "layers": ["blocks.1", "blocks.6"]}, r"resize=144 refused: .* multiple of 32"),
+        ("fast", {"backbone": "convnext_tiny", "resize": 120}, r"resize=120 refused: .* multiple of 16"),
+    ],
+)
+def test_impossible_combinations_are_refused_by_name(profile: str, overrides: dict, match: str) -> None:
+    with pytest.raises(CombinationError, match=match) as info:
+        PaDiM.resolve_hparams(profile, overrides)
+    assert str(info.value).startswith("detector 'padim': ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("profile", "overrides"),
+    [
+        ("paper", {"layers": ["layer1", "layer2", "layer3"]}),
+        ("paper", {"resize": 250, "crop": 224}),  # only the network input needs the stride
+        ("paper", {"layers": ["layer2", "layer4"], "crop": 192}),
+        ("fast", {"resize": 144}),
+        ("fast", {"backbone": "convnext_tiny", "layers": ["stages.0", "stages.1"], "resize": 100}),  # unknown strides: left to timm
+    ],
+)
+def test_possible_combinations_are_accepted(profile: str, overrides: dict) -> None:
+    assert PaDiM(profile, **overrides).hparams.items() >= overrides.items()

@@ -25,42 +25,122 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
-from autovi_core.layer_preset import LayerPreset
+from autovi_core.domains import Bool, Float, Int, ListOf, Optional, Param, Text
+from autovi_core.errors import ConfigError
+from autovi_core.layer_preset import LayerPreset, check_backbone_layers, check_input_stride
 
-_COMMON: dict[str, Any] = {
-    "weights": None,  # a state-dict file for the backbone (else hub cache, else the Lite0 package)
-    "layers": None,  # feature layers; None = the preset for the backbone (stride 8 and 16)
-    "patch_size": 3,
-    "target_dim": 1024,
-    "coreset_projection": 128,
-    "coreset_start_points": 10,
-    "k": 1,
-    "reweight": True,
-    "reweight_neighbours": 9,
-    "blur_sigma": 4.0,  # Gaussian sigma in pixels at a 224-px input; scaled with the input size
-}
+_PRESET_STRIDES = (8, 16)
 
 
 class PatchCore(Detector):
     name = "patchcore"
     description = "PatchCore: nearest-neighbour distance to a coreset memory bank of locally aware patch features."
-    profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {
-            **_COMMON,
-            "backbone": "wide_resnet50_2",
-            "resize": 256,
-            "crop": 224,
-            "coreset_ratio": 0.1,
-            "batch_size": 8,
-        },
-        "fast": {
-            **_COMMON,
-            "backbone": "tf_efficientnet_lite0",
-            "resize": 128,
-            "crop": None,
-            "coreset_ratio": 0.1,
-            "batch_size": 16,
-        },
+    params: ClassVar[dict[str, Param]] = {
+        "backbone": Param(
+            Text("a timm model name"),
+            paper="wide_resnet50_2",
+            fast="tf_efficientnet_lite0",
+            meaning="frozen ImageNet CNN giving the patch features (`--backbone`)",
+            source="official code (WideResNet-50); fast: autovi (EfficientNet-Lite0, available offline)",
+        ),
+        "weights": Param(
+            Optional(Text("a state-dict file path"), none_means="AUTOVI_WEIGHTS_* variables, hub cache, then the Lite0 package"),
+            paper=None,
+            fast=None,
+            meaning="state-dict file for the backbone (`--weights`); the source used is recorded as `provenance.weights_source`",
+            source="autovi",
+        ),
+        "layers": Param(
+            Optional(ListOf(Text("a timm feature-layer name"), min_len=1), none_means="the backbone's stride-8 and stride-16 layers"),
+            paper=None,
+            fast=None,
+            meaning="feature layers, shallow to deep; the patch grid is the first one's (none: layer2+layer3 / blocks.2+blocks.4)",
+            source="official code (layer2 + layer3); fast: autovi (Lite0 blocks.2 + blocks.4)",
+        ),
+        "resize": Param(
+            Int(16),
+            paper=256,
+            fast=128,
+            meaning="side of the square every image is resized to (pixels; the aspect ratio is not kept)",
+            source="official code; fast: autovi",
+        ),
+        "crop": Param(
+            Optional(Int(16), none_means="no crop: the network sees the whole resized image"),
+            paper=224,
+            fast=None,
+            meaning="centre crop the network sees (pixels, <= resize); the unseen border is never scored",
+            source="official code; fast: autovi",
+        ),
+        "patch_size": Param(
+            Int(1, odd=True),
+            paper=3,
+            fast=3,
+            meaning="side of the neighbourhood averaged at each feature position (1: none)",
+            source="official code (paper §3.1)",
+        ),
+        "target_dim": Param(
+            Int(1),
+            paper=1024,
+            fast=1024,
+            meaning="largest patch-feature dimension; wider concatenations are channel-pooled to it (an equal share per layer)",
+            source="official code",
+        ),
+        "coreset_ratio": Param(
+            Float(0.0, 1.0, low_open=True),
+            paper=0.1,
+            fast=0.1,
+            meaning="fraction of the training patches kept in the memory bank by the greedy coreset (1: all)",
+            source="official code (paper §3.2)",
+        ),
+        "coreset_projection": Param(
+            Int(1),
+            paper=128,
+            fast=128,
+            meaning="dimensions of the random projection the coreset distances are measured in (none if the features are narrower)",
+            source="official code",
+        ),
+        "coreset_start_points": Param(
+            Int(1),
+            paper=10,
+            fast=10,
+            meaning="random bank points whose mean distance initialises the coreset's minimum distances",
+            source="official code",
+        ),
+        "k": Param(
+            Int(1),
+            paper=1,
+            fast=1,
+            meaning="nearest bank vectors averaged for a patch score (at most the bank size)",
+            source="official code",
+        ),
+        "reweight": Param(
+            Bool(),
+            paper=True,
+            fast=True,
+            meaning="reweight the image score by the rarity of its matched bank vector (false: the maximum patch score)",
+            source="paper Eq. 7 (the official code does not reweight)",
+        ),
+        "reweight_neighbours": Param(
+            Int(2),
+            paper=9,
+            fast=9,
+            meaning="b of Eq. 7: bank neighbours of the matched vector, itself included (1 would zero every score)",
+            source="paper Eq. 7",
+        ),
+        "blur_sigma": Param(
+            Float(0.0),
+            paper=4.0,
+            fast=4.0,
+            meaning="Gaussian blur of the maps (pixels at a 224-px input, scaled with the input size; 0: none)",
+            source="official code",
+        ),
+        "batch_size": Param(
+            Int(1),
+            paper=8,
+            fast=16,
+            meaning="images per backbone pass (memory only, not the result)",
+            source="autovi",
+        ),
     }
     # The paper's stride-8 and stride-16 stages (WideResNet-50 layer2 + layer3).
     layer_preset: ClassVar[LayerPreset] = LayerPreset(
@@ -69,9 +149,26 @@ class PatchCore(Detector):
             "resnet18": ("layer2", "layer3"),
             "tf_efficientnet_lite0": ("blocks.2", "blocks.4"),  # 40 + 112 = 152 channels
         },
-        strides=(8, 16),
+        strides=_PRESET_STRIDES,
     )
     capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=("wide_resnet50_2", "tf_efficientnet_lite0"))
+
+    @classmethod
+    def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
+        """Refuse, before any work and without torch: a crop larger than the resized image, layers the
+        backbone does not have (or repeated, or not shallow to deep), fewer feature dimensions than
+        layers, and an input side the deepest layer's stride does not divide (its grid would not
+        line up with the image: the maps would be shifted)."""
+        name, backbone, layers = cls.name, hparams["backbone"], hparams["layers"]
+        resize, crop = hparams["resize"], hparams["crop"]
+        if crop is not None and crop > resize:
+            raise ConfigError(f"detector {name!r}: crop={crop} refused: larger than resize={resize}")
+        check_backbone_layers(name, backbone, layers)
+        n_layers, target_dim = len(layers or ()) or len(cls.layer_preset.strides), hparams["target_dim"]
+        if target_dim < n_layers:
+            raise ConfigError(f"detector {name!r}: target_dim={target_dim} refused: fewer than the {n_layers} layers it is shared by")
+        size, key = (crop, "crop") if crop is not None else (resize, "resize")
+        check_input_stride(name, key, size, backbone, layers, max(cls.layer_preset.strides))
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
         super().__init__(profile, seed=seed, device=device, **overrides)

@@ -13,9 +13,11 @@ from autovi_plugin_patchcore.coreset import (
     greedy_k_center,
     random_projection,
 )
+from autovi_plugin_patchcore.detector import PatchCore
 from autovi_plugin_patchcore.features import patch_features
 from autovi_plugin_patchcore.scoring import NearestNeighbours, reweighted_image_scores
 
+from autovi_core.errors import CombinationError, ConfigError
 from autovi_core.testing import DetectorConformance
 
 
@@ -113,3 +115,75 @@ def test_patch_features_average_neighbourhoods_and_align_grids() -> None:
     assert torch.allclose(out[:, :4, 3, 3], shallow[:, :, 2:5, 2:5].mean(dim=(2, 3)), atol=1e-6)
     reduced = patch_features({"a": shallow, "b": deep}, ["a", "b"], patch_size=3, target_dim=4)
     assert reduced.shape == (2, 4, 8, 8)
+
+
+# --- hyperparameter domains and combinations -----------------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("coreset_ratio", -1, "coreset_ratio=-1"),  # ran and scored AUROC 0.5 before the domains (issue #17)
+        ("coreset_ratio", 0.0, "coreset_ratio=0.0"),  # one bank vector
+        ("coreset_ratio", 1.5, "coreset_ratio=1.5"),  # silently the same as 1
+        ("patch_size", 2, "patch_size=2"),  # even: the patch grid shifts by half a cell
+        ("patch_size", 0, "patch_size=0"),  # silently no aggregation
+        ("reweight_neighbours", 1, "reweight_neighbours=1"),  # every reweighted image score would be 0
+        ("k", 0, "k=0"),
+        ("blur_sigma", -1.0, "blur_sigma=-1.0"),  # silently no blur
+        ("coreset_start_points", 0, "coreset_start_points=0"),
+        ("resize", 8, "resize=8"),
+        ("layers", [], "layers=[]"),
+    ],
+)
+def test_out_of_domain_value_is_refused_by_name(key: str, value: object, shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        PatchCore.resolve_hparams("fast", {key: value})
+    message = str(info.value)
+    assert not isinstance(info.value, CombinationError)
+    assert "'patchcore'" in message and shown in message and str(PatchCore.params[key].domain) in message, message
+    assert "\n" not in message
+
+
+def test_set_string_that_is_not_a_number_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"'patchcore': --set coreset_ratio=abc refused: expects a number in \(0(\.0)?, 1(\.0)?\]"):
+        PatchCore.parse_overrides({"coreset_ratio": "abc"})
+    assert PatchCore.parse_overrides({"coreset_ratio": "0.01", "crop": "none", "layers": "layer2,layer3"}) == {
+        "coreset_ratio": 0.01,
+        "crop": None,
+        "layers": ["layer2", "layer3"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("profile", "overrides", "pattern"),
+    [
+        ("paper", {"crop": 288}, r"crop=288 refused: larger than resize=256"),
+        ("paper", {"layers": ["layer2", "blocks.4"]}, r"layers=\['layer2', 'blocks.4'\] refused: backbone 'wide_resnet50_2' has no"),
+        ("paper", {"layers": ["layer2", "layer2"]}, r"layers=\['layer2', 'layer2'\] refused: \['layer2'\] named more than once"),
+        ("paper", {"layers": ["layer3", "layer2"]}, r"layers=\['layer3', 'layer2'\] refused: not from the shallowest to the deepest"),
+        ("fast", {"target_dim": 1}, r"target_dim=1 refused: fewer than the 2 layers"),
+        ("fast", {"layers": ["blocks.1", "blocks.2", "blocks.4"], "target_dim": 2}, r"target_dim=2 refused: fewer than the 3 layers"),
+        ("fast", {"resize": 120}, r"resize=120 refused: not a multiple of 16"),
+        ("paper", {"crop": 200}, r"crop=200 refused: not a multiple of 16"),
+        ("paper", {"layers": ["layer2", "layer4"], "resize": 240, "crop": 208}, r"crop=208 refused: .* multiple of 32.*layer4"),
+        ("fast", {"backbone": "some_timm_model", "resize": 100}, r"resize=100 refused: .* multiple of 16"),
+    ],
+)
+def test_check_hparams_refuses_impossible_combinations(profile: str, overrides: dict, pattern: str) -> None:
+    with pytest.raises(CombinationError, match=pattern) as info:
+        PatchCore.resolve_hparams(profile, overrides)
+    assert str(info.value).startswith("detector 'patchcore': ") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("profile", "overrides"),
+    [
+        ("paper", {"crop": 256}),  # crop == resize: no crop
+        ("paper", {"resize": 250, "crop": 224}),  # only the crop must fit the strides
+        ("paper", {"layers": ["layer1", "layer2"], "crop": 216}),  # stride 8 is the deepest
+        ("paper", {"layers": ["layer2", "layer4"], "crop": 224}),
+        ("fast", {"layers": ["blocks.4"], "target_dim": 1}),
+        ("fast", {"backbone": "some_timm_model", "layers": ["stage2"], "resize": 100}),  # strides known to timm only
+    ],
+)
+def test_check_hparams_accepts_possible_combinations(profile: str, overrides: dict) -> None:
+    PatchCore(profile, **overrides)

@@ -41,7 +41,9 @@ import numpy as np
 
 from autovi_core import Capabilities, Detector, KeyedImages, LabelledDefects, Prediction, image_paths
 from autovi_core.dataset import select_images
-from autovi_core.errors import ConfigError
+from autovi_core.detector import PROFILES
+from autovi_core.domains import AnyJSON, Choice, Domain, DomainError, Float, Int, ListOf, OneOf, Optional, Param, Text
+from autovi_core.errors import CombinationError, ConfigError, PluginError
 
 from .classifier import PAPER_SETTINGS, BoostedForest
 from .segmentation import KMeansParts, UserPartMaps
@@ -53,52 +55,269 @@ PatchCore and EfficientAD lead the AutoVI/MVTec tables); any other unsupervised 
 SEGMENTATIONS = ("auto", "backbone", "colour", "user")
 NEGATIVES = ("split", "cross_fit")
 NORMALISATION_QUANTILES = (0.9, 0.995)
+BACKBONE_STRIDE = 16
+"""Stride of the deepest Lite0 block the part k-means reads (blocks.4)."""
 
-_COMMON: dict[str, Any] = {
-    "base_detectors": "auto",  # a name, a list of names, or "auto" (see BASE_PREFERENCE)
-    "base_profile": None,  # profile of the base detectors; None = SegAD's own profile
-    "base_overrides": {},  # {detector name: {hyperparameter: value}}
-    "held_out_fraction": 0.1,  # share of the good training images kept from the base detectors ("split")
-    "negatives": "split",  # split (the paper) | cross_fit (out-of-fold maps of every good, see fit)
-    "folds": 5,  # cross_fit: number of folds
-    "n_parts": 4,
-    "segmentation": "auto",  # auto (user maps if part_maps is set, else backbone, else colour) | backbone | colour | user
-    "segmentation_input": 128,  # network input size of the backbone k-means features
-    "position_weight": 0.5,  # weight of (row, col) in [0, 1] next to RGB in [0, 1] for colour k-means
-    "part_maps": None,  # folder of user part maps: [<split>/]<defect_dir>/<stem>.(npy|png) or <stem>.(npy|png)
-    "part_maps_images": None,  # category folder of the images: only for plain image lists (matched by content)
-    "n_jobs": 1,  # xgboost threads: one is fastest on ~100 rows (more threads only add overhead)
-    **PAPER_SETTINGS,
-}
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class BaseNames(OneOf):
+    """``"auto"``, one detector name, or a list of names. ``--set`` takes ``patchcore``,
+    ``patchcore,padim`` or ``["patchcore", "padim"]`` (:class:`OneOf` would read the last two as one
+    name). Whether the names are installed, unsupervised detectors is checked by ``check_hparams``."""
+
+    def __init__(self) -> None:
+        name = Text("an installed unsupervised detector's name")
+        super().__init__(Text("'auto' or an installed unsupervised detector's name"), ListOf(name, min_len=1))
+
+    def describe(self) -> str:
+        return "'auto', an installed unsupervised detector's name, or a list of 1 or more such names"
+
+    def parse(self, text: str) -> Any:
+        stripped = text.strip()
+        if stripped.startswith("[") or "," in stripped:
+            return self.domains[1].parse(stripped)
+        return self.domains[0].parse(stripped)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "kind": "oneof"}
+
+
+class PerDetector(Domain):
+    """``{detector name: {hyperparameter: value}}`` (JSON); the inner overrides are checked against
+    each base detector's own domains by :meth:`SegAD.resolve_hparams`."""
+
+    def check(self, value: Any) -> dict[str, dict[str, Any]]:
+        good = isinstance(value, Mapping) and all(
+            isinstance(name, str) and name.strip() and isinstance(inner, Mapping) and all(isinstance(k, str) and k for k in inner)
+            for name, inner in value.items()
+        )
+        if not good:
+            raise DomainError(f"expects {self.describe()}, got {_shown(value)}")
+        try:
+            AnyJSON().check(value)
+        except DomainError:
+            raise DomainError(f"expects {self.describe()} (JSON values), got {_shown(value)}") from None
+        return {name: dict(inner) for name, inner in value.items()}
+
+    def describe(self) -> str:
+        return "a mapping {base detector name: {hyperparameter: value}}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "kind": "mapping"}
+
+    def valid(self, hint: Sequence[Any] = ()) -> Any:
+        from hypothesis import strategies as st
+
+        scalars = st.one_of(st.none(), st.booleans(), st.integers(-100, 100), st.text(max_size=5))
+        inner = st.dictionaries(st.text(min_size=1, max_size=8), scalars, max_size=2)
+        typical = [dict(v) for v in hint if isinstance(v, Mapping)] or [{}]
+        return st.one_of(st.sampled_from(typical), st.dictionaries(st.text(min_size=1, max_size=8).filter(str.strip), inner, max_size=2))
+
+    def invalid(self) -> Any:
+        from hypothesis import strategies as st
+
+        return st.one_of(
+            st.integers(),
+            st.text(max_size=5),
+            st.booleans(),
+            st.none(),
+            st.lists(st.integers(), max_size=2),
+            st.dictionaries(st.text(min_size=1, max_size=5), st.one_of(st.integers(), st.text(max_size=3)), min_size=1, max_size=2),
+            st.just({"": {}}),
+            st.just({"patchcore": {"resize": math.nan}}),
+        )
+
+
+def _forest(domain: Domain, key: str, meaning: str) -> Param:
+    """An XGBClassifier setting: the paper's code's value in both profiles."""
+    return Param(domain, paper=PAPER_SETTINGS[key], fast=PAPER_SETTINGS[key], meaning=meaning, source="official code")
+
+
+_FRACTION = Float(0.0, 1.0, low_open=True)
+"""A share in (0, 1]."""
 
 
 class SegAD(Detector):
     name = "segad"
     description = "SegAD: per-part statistics of base detectors' anomaly maps re-scored by a boosted random forest (supervised)."
-    profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {**_COMMON, "map_size": 256},
-        "fast": {**_COMMON, "map_size": 64},
+    params: ClassVar[dict[str, Param]] = {
+        "base_detectors": Param(
+            BaseNames(),
+            paper="auto",
+            fast="auto",
+            meaning="detector(s) whose anomaly maps SegAD re-scores; 'auto': the first installed of "
+            + ", ".join(BASE_PREFERENCE)
+            + ", then any other unsupervised one",
+            source="autovi (paper: EfficientAD and/or RD4AD)",
+        ),
+        "base_profile": Param(
+            Optional(Choice(*PROFILES), none_means="SegAD's own profile"),
+            paper=None,
+            fast=None,
+            meaning="profile the base detectors are built with",
+            source="autovi",
+        ),
+        "base_overrides": Param(
+            PerDetector(),
+            paper={},
+            fast={},
+            meaning='hyperparameters of the base detectors, e.g. {"patchcore": {"resize": 64}}, checked by each one\'s domains',
+            source="autovi",
+        ),
+        "held_out_fraction": Param(
+            Float(0.0, 1.0, low_open=True, high_open=True),
+            paper=0.1,
+            fast=0.1,
+            meaning="share of the good training images kept from the base detectors as SegAD's negatives "
+            "(at least one image; negatives='split')",
+            source="official code (10 % validation split)",
+        ),
+        "negatives": Param(
+            Choice(*NEGATIVES),
+            paper="split",
+            fast="split",
+            meaning="SegAD's good examples: 'split' the held-out goods, 'cross_fit' out-of-fold maps of every good",
+            source="official code (split); cross_fit: autovi",
+        ),
+        "folds": Param(
+            Int(low=2),
+            paper=5,
+            fast=5,
+            meaning="folds of negatives='cross_fit' (needs 2 goods per fold; one extra base fit per fold)",
+            source="autovi",
+        ),
+        "n_parts": Param(
+            Int(low=1),
+            paper=4,
+            fast=4,
+            meaning="number of object parts K; 4 statistics per part and base detector",
+            source="autovi (official VisA part maps: K = 2 to 8)",
+        ),
+        "segmentation": Param(
+            Choice(*SEGMENTATIONS),
+            paper="auto",
+            fast="auto",
+            meaning="part source: 'user' (part_maps), 'backbone' (k-means on Lite0 blocks 2 and 4), 'colour' "
+            "(k-means on RGB and position), 'auto' (user if part_maps is set, else backbone, else colour)",
+            source="autovi (official part maps are precomputed, without code)",
+        ),
+        "segmentation_input": Param(
+            Int(low=BACKBONE_STRIDE, multiple_of=BACKBONE_STRIDE),
+            paper=128,
+            fast=128,
+            meaning="side (px) of the Lite0 input of the backbone k-means features",
+            source="autovi",
+        ),
+        "position_weight": Param(
+            Float(low=0.0),
+            paper=0.5,
+            fast=0.5,
+            meaning="weight of the (row, col) position in [0, 1] next to RGB in [0, 1] in colour k-means (0: colour only)",
+            source="autovi",
+        ),
+        "part_maps": Param(
+            Optional(Text("a folder of part maps"), none_means="k-means parts"),
+            paper=None,
+            fast=None,
+            meaning="user part maps: <part_maps>/[<split>/]<defect_dir>/<stem>.(npy|png) or <stem>.(npy|png), labels 0..n_parts-1",
+            source="autovi",
+        ),
+        "part_maps_images": Param(
+            Optional(Text("a category folder"), none_means="images carry their paths, as from autovi run"),
+            paper=None,
+            fast=None,
+            meaning="category folder of the images, to match plain image lists (Python API) to part maps by pixel content",
+            source="autovi",
+        ),
+        "map_size": Param(
+            Int(low=1),
+            paper=256,
+            fast=64,
+            meaning="side (cells) of the square grid the maps are resampled to for the part statistics",
+            source="official code (256 x 256 maps); fast: autovi",
+        ),
+        "n_jobs": Param(Int(low=1), paper=1, fast=1, meaning="xgboost threads (one is fastest on ~100 rows)", source="autovi"),
+        "n_estimators": _forest(Int(low=1), "n_estimators", "boosting rounds"),
+        "num_parallel_tree": _forest(Int(low=1), "num_parallel_tree", "trees of the random forest grown at each round"),
+        "max_depth": _forest(Int(low=0), "max_depth", "maximum depth of a tree (0: no limit)"),
+        "learning_rate": _forest(_FRACTION, "learning_rate", "shrinkage of each round's forest (xgboost eta)"),
+        "objective": _forest(
+            Choice("binary:logitraw", "binary:logistic"),
+            "objective",
+            "the score is predict_proba[:, 1]: the raw margin (logitraw) or its sigmoid (logistic)",
+        ),
+        "subsample": _forest(_FRACTION, "subsample", "share of the training rows each tree samples"),
+        "colsample_bytree": _forest(_FRACTION, "colsample_bytree", "share of the features each tree samples"),
+        "colsample_bynode": _forest(_FRACTION, "colsample_bynode", "share of the tree's features each split samples"),
+        "reg_alpha": _forest(Float(low=0.0), "reg_alpha", "L1 regularisation of the leaf weights"),
     }
-    hparam_types: ClassVar[dict[str, tuple[type, ...]]] = {"base_detectors": (str, list)}
     capabilities = Capabilities(needs_gpu=False, supervised=True, pretrained_assets=("tf_efficientnet_lite0",))
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
         super().__init__(profile, seed=seed, device=device, **overrides)
         self.base_names = resolve_base_detectors(self.hparams["base_detectors"])
         """The base detectors ``base_detectors`` resolves to (``auto``: the best installed one)."""
-        if self.hparams["segmentation"] not in SEGMENTATIONS:
-            raise ConfigError(f"unknown segmentation {self.hparams['segmentation']!r}; valid: {', '.join(SEGMENTATIONS)}")
-        if not 0 < float(self.hparams["held_out_fraction"]) < 1:
-            raise ConfigError("held_out_fraction must be between 0 and 1")
-        if self.hparams["negatives"] not in NEGATIVES:
-            raise ConfigError(f"unknown negatives {self.hparams['negatives']!r}; valid: {', '.join(NEGATIVES)}")
-        if int(self.hparams["folds"]) < 2:
-            raise ConfigError("folds must be at least 2")
         self.bases: list[Detector] = []
         self.segmenter: KMeansParts | UserPartMaps | None = None
         self.forest: BoostedForest | None = None
         self.map_low = np.zeros(0)
         self.map_high = np.zeros(0)
+
+    # --- hyperparameters ---------------------------------------------------------------------------
+    @classmethod
+    def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
+        """Refuse base detectors that are not installed unsupervised ones (or listed twice),
+        ``base_overrides`` for detectors that are not bases, part-map settings that would be ignored
+        or are missing, and more parts than the map grid has cells. Torch-free: the base detectors
+        are looked up in the registry, whose plugins register without importing torch."""
+        names = resolve_base_detectors(hparams["base_detectors"])
+        overrides = hparams["base_overrides"]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"detector {cls.name!r}: base_overrides={_shown(overrides)} refused: names {unknown}, "
+                f"which are not among the base detectors {names} (base_detectors={hparams['base_detectors']!r})"
+            )
+        mode, part_maps = hparams["segmentation"], hparams["part_maps"]
+        if mode == "user" and part_maps is None:
+            raise ConfigError(f"detector {cls.name!r}: segmentation='user' refused: it needs part_maps (a folder of part maps), got none")
+        if part_maps is not None and mode not in ("user", "auto"):
+            raise ConfigError(
+                f"detector {cls.name!r}: part_maps={part_maps!r} refused: segmentation={mode!r} does not read part maps "
+                "(use 'user' or 'auto')"
+            )
+        if hparams["part_maps_images"] is not None and part_maps is None:
+            raise ConfigError(
+                f"detector {cls.name!r}: part_maps_images={hparams['part_maps_images']!r} refused: it only serves to find "
+                "part maps, and part_maps is none"
+            )
+        n_parts, side = hparams["n_parts"], hparams["map_size"]
+        if n_parts > side * side:
+            raise ConfigError(
+                f"detector {cls.name!r}: n_parts={n_parts} refused: more parts than the map_size={side} grid has cells ({side * side})"
+            )
+
+    @classmethod
+    def resolve_hparams(cls, profile: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The core's resolution, then each base detector's ``base_overrides`` resolved by that
+        detector under the profile it will be built with (``check_hparams`` does not know SegAD's
+        profile), so that a bad nested value stops the command before any work, naming both."""
+        hparams = super().resolve_hparams(profile, overrides)
+        base_profile = hparams["base_profile"] or profile
+        registry = _registry()
+        for name, own in hparams["base_overrides"].items():
+            try:
+                registry.detector_class(name).resolve_hparams(base_profile, own)
+            except ConfigError as exc:
+                raise CombinationError(
+                    f"detector {cls.name!r}: base_overrides={_shown(hparams['base_overrides'])} refused "
+                    f"(base_profile={base_profile!r}): {exc}"
+                ) from None
+        return hparams
 
     # --- building blocks --------------------------------------------------------------------------
     @property
@@ -106,16 +325,12 @@ class SegAD(Detector):
         return (int(self.hparams["map_size"]),) * 2
 
     def make_bases(self) -> list[Detector]:
-        """Fresh base detectors from the registry, with ``base_profile`` and ``base_overrides``."""
-        from autovi_core.registry import get_registry
-
+        """Fresh base detectors from the registry, with ``base_profile`` and ``base_overrides``
+        (both checked by :meth:`resolve_hparams`)."""
         hp = self.hparams
         profile = hp["base_profile"] or self.profile
-        overrides = dict(hp["base_overrides"] or {})
-        unknown = set(overrides) - set(self.base_names)
-        if unknown:
-            raise ConfigError(f"base_overrides names {sorted(unknown)}, which are not among base_detectors {self.base_names}")
-        registry = get_registry()
+        overrides = dict(hp["base_overrides"])
+        registry = _registry()
         return [
             registry.create_detector(name, profile, seed=self.seed, device=self.device, **dict(overrides.get(name, {})))
             for name in self.base_names
@@ -171,9 +386,7 @@ class SegAD(Detector):
         """The part segmentation chosen by ``segmentation`` (records the source in the provenance)."""
         hp = self.hparams
         mode, n_parts = hp["segmentation"], int(hp["n_parts"])
-        if mode == "user" or (mode == "auto" and hp["part_maps"]):
-            if not hp["part_maps"]:
-                raise ConfigError("segmentation='user' needs the part_maps folder")
+        if mode == "user" or (mode == "auto" and hp["part_maps"] is not None):  # user: part_maps set (check_hparams)
             self.provenance["segmentation_source"] = "user"
             return UserPartMaps(hp["part_maps"], hp["part_maps_images"], n_parts)
         settings = {
@@ -284,9 +497,7 @@ class SegAD(Detector):
             base.save(directory / "bases" / f"{i}-{name}")
 
     def load_extra(self, directory: Path) -> None:
-        from autovi_core.registry import get_registry
-
-        registry = get_registry()
+        registry = _registry()
         self.bases = [
             registry.detector_class(name).load(directory / "bases" / f"{i}-{name}", device=self.device)
             for i, name in enumerate(self.base_names)
@@ -302,24 +513,34 @@ def join_images(first: Sequence[np.ndarray], second: Sequence[np.ndarray]) -> li
     return joined if a is None or b is None else KeyedImages(joined, a + b)
 
 
-def resolve_base_detectors(value: str | Sequence[str]) -> list[str]:
-    """The base detector names: ``"auto"`` -> the best installed unsupervised one; names are checked."""
+def _registry() -> Any:
     from autovi_core.registry import get_registry
 
-    registry = get_registry()
+    return get_registry()
+
+
+def resolve_base_detectors(value: str | Sequence[str]) -> list[str]:
+    """The base detector names: ``"auto"`` -> the best installed unsupervised one; names must be
+    installed, unsupervised and listed once (one-line :class:`ConfigError` naming the value otherwise)."""
+    registry = _registry()
     usable = {name: cls for name, cls in registry.detectors.items() if name != SegAD.name and not cls.capabilities.supervised}
+    refused = f"detector {SegAD.name!r}: base_detectors={_shown(value)} refused"
     if value == "auto":
         ranked = [n for n in BASE_PREFERENCE if n in usable] + sorted(n for n in usable if n not in BASE_PREFERENCE)
         if not ranked:
-            raise ConfigError("SegAD needs an unsupervised base detector, but none is installed (e.g. autovi-plugin-patchcore)")
+            raise ConfigError(f"{refused}: no unsupervised detector is installed (e.g. autovi-plugin-patchcore)")
         return [ranked[0]]
     names = [value] if isinstance(value, str) else list(value)
     if not names:
-        raise ConfigError("base_detectors is empty")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"base_detectors lists a detector twice: {names}")
+        raise ConfigError(f"{refused}: it is empty")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"{refused}: it lists {twice} twice")
     for name in names:
-        registry.detector_class(name)  # unknown names: PluginError listing the valid ones
+        try:
+            registry.detector_class(name)
+        except PluginError as exc:
+            raise ConfigError(f"{refused}: {exc}") from None
         if name not in usable:
-            raise ConfigError(f"{name!r} cannot be a SegAD base detector: it is supervised")
+            raise ConfigError(f"{refused}: {name!r} is supervised, and a base detector must be unsupervised")
     return names

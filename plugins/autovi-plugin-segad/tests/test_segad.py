@@ -21,7 +21,7 @@ from scipy import stats
 
 from autovi_core.dataset import KeyedImages
 from autovi_core.detector import LabelledDefects
-from autovi_core.errors import ConfigError, DataError
+from autovi_core.errors import CombinationError, ConfigError, DataError
 from autovi_core.registry import get_registry
 from autovi_core.testing import DetectorConformance
 
@@ -226,3 +226,123 @@ def test_segad_beats_patchcore_alone_over_seeds(tmp_path_factory: pytest.TempPat
         print(f"SegAD ({mode}) {np.round(values, 4)}  mean {np.mean(values):.4f} vs PatchCore {np.mean(alone):.4f}")
     for values in segad.values():
         assert np.mean(values) >= np.mean(alone)
+
+
+# --- hyperparameter domains and combinations (no fits) -------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "value", "domain"),
+    [
+        ("held_out_fraction", 0.0, "a number in (0, 1)"),
+        ("held_out_fraction", 1.0, "a number in (0, 1)"),
+        ("negatives", "all", "one of 'split', 'cross_fit'"),
+        ("folds", 1, "an integer >= 2"),
+        ("n_parts", 0, "an integer >= 1"),
+        ("segmentation", "grid", "one of 'auto', 'backbone', 'colour', 'user'"),
+        ("segmentation_input", 100, "a multiple of 16"),
+        ("position_weight", -0.5, "a number >= 0"),
+        ("map_size", 0, "an integer >= 1"),
+        ("base_detectors", [], "a list of 1 or more"),
+        ("base_profile", "slow", "one of 'paper', 'fast', or none"),
+        ("base_overrides", ["patchcore"], "a mapping {base detector name: {hyperparameter: value}}"),
+        ("base_overrides", {"patchcore": 64}, "a mapping {base detector name: {hyperparameter: value}}"),
+        ("n_estimators", 0, "an integer >= 1"),  # no boosting round: every score equal
+        ("learning_rate", 0.0, "a number in (0, 1]"),  # eta 0: every score equal
+        ("subsample", 0.0, "a number in (0, 1]"),
+        ("objective", "binary:hinge", "one of 'binary:logitraw', 'binary:logistic'"),  # 0/1 scores
+        ("reg_alpha", -1.0, "a number >= 0"),
+        ("n_jobs", 0, "an integer >= 1"),
+    ],
+)
+def test_out_of_domain_value_is_refused_by_name(key: str, value: Any, domain: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SegAD.resolve_hparams("fast", {key: value})
+    message = str(info.value)
+    assert message.startswith(f"detector 'segad': {key}=") and domain in message and "\n" not in message, message
+    with pytest.raises(ConfigError, match=f"{key}="):
+        SegAD("fast", **{key: value})
+
+
+def test_set_strings_that_are_not_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"detector 'segad': --set held_out_fraction=abc refused: expects a number in \(0, 1\)"):
+        SegAD.parse_overrides({"held_out_fraction": "abc"})
+    with pytest.raises(ConfigError, match=r"--set folds=2\.5 refused: expects an integer >= 2"):
+        SegAD.parse_overrides({"folds": "2.5"})
+    with pytest.raises(ConfigError, match="base_overrides="):
+        SegAD.parse_overrides({"base_overrides": "patchcore"})
+
+
+def test_base_detectors_set_strings_give_a_name_or_a_list() -> None:
+    parse = SegAD.parse_overrides
+    assert parse({"base_detectors": "auto"}) == {"base_detectors": "auto"}
+    assert parse({"base_detectors": "patchcore"}) == {"base_detectors": "patchcore"}
+    assert parse({"base_detectors": "patchcore, padim"}) == {"base_detectors": ["patchcore", "padim"]}
+    assert parse({"base_detectors": '["patchcore", "padim"]'}) == {"base_detectors": ["patchcore", "padim"]}
+    assert parse({"base_overrides": '{"patchcore": {"resize": 64}}'}) == {"base_overrides": BASE}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        ({"base_detectors": "no_such_detector"}, "base_detectors='no_such_detector' refused: unknown detector 'no_such_detector'"),
+        ({"base_detectors": ["segad"]}, "base_detectors=['segad'] refused: 'segad' is supervised"),
+        ({"base_detectors": ["patchcore", "patchcore"]}, "base_detectors=['patchcore', 'patchcore'] refused: it lists ['patchcore'] twice"),
+        (
+            {"base_detectors": ["patchcore"], "base_overrides": {"padim": {}}},
+            "base_overrides={'padim': {}} refused: names ['padim'], which are not among the base detectors ['patchcore']",
+        ),
+        ({"segmentation": "user"}, "segmentation='user' refused: it needs part_maps"),
+        ({"segmentation": "colour", "part_maps": "parts"}, "part_maps='parts' refused: segmentation='colour' does not read part maps"),
+        ({"part_maps_images": "cat"}, "part_maps_images='cat' refused: it only serves to find part maps"),
+        ({"n_parts": 5, "map_size": 2}, "n_parts=5 refused: more parts than the map_size=2 grid has cells (4)"),
+    ],
+)
+def test_check_hparams_refuses_impossible_combinations(overrides: dict[str, Any], refusal: str) -> None:
+    with pytest.raises(CombinationError) as info:
+        SegAD.resolve_hparams("fast", overrides)
+    assert str(info.value).startswith(f"detector 'segad': {refusal}") and "\n" not in str(info.value), str(info.value)
+
+
+def test_base_overrides_are_refused_by_the_base_detector() -> None:
+    """A bad nested value stops resolution, naming SegAD's key and the base detector's own refusal."""
+    with pytest.raises(CombinationError, match=r"base_overrides=.* refused \(base_profile='fast'\): detector 'patchcore': resize=-1"):
+        SegAD.resolve_hparams("fast", {"base_detectors": "patchcore", "base_overrides": {"patchcore": {"resize": -1}}})
+    with pytest.raises(CombinationError, match="base_profile='paper'.*no hyperparameter 'no_such'"):
+        SegAD.resolve_hparams("fast", {"base_profile": "paper", "base_overrides": {"patchcore": {"no_such": 1}}})
+    resolved = SegAD.resolve_hparams("fast", {"base_detectors": ["patchcore"], "base_overrides": BASE})
+    assert resolved["base_overrides"] == BASE
+
+
+def test_checking_hyperparameters_imports_no_torch() -> None:
+    """Resolving SegAD's hyperparameters (base detectors looked up in the registry, their overrides
+    checked by them) and constructing it, as ``autovi run`` does when it builds tasks, imports no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from autovi_core.registry import get_registry\n"
+        "cls = get_registry().detector_class('segad')\n"
+        f"cls.resolve_hparams('fast', {{'base_detectors': ['patchcore'], 'base_overrides': {BASE!r}}})\n"
+        f"cls('fast', base_overrides={BASE!r})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("profile", "base_profile"), [("fast", None), ("fast", "paper"), ("paper", None), ("paper", "fast")])
+def test_base_overrides_are_checked_under_the_base_profile(profile: str, base_profile: str | None) -> None:
+    """SegAD accepts ``base_overrides`` exactly when the base detector accepts them under the profile
+    it will be built with (``base_profile``, else SegAD's own)."""
+    patchcore = get_registry().detector_class("patchcore")
+    try:
+        patchcore.resolve_hparams(base_profile or profile, BASE["patchcore"])
+        accepted = True
+    except ConfigError:
+        accepted = False
+    overrides = {"base_detectors": "patchcore", "base_profile": base_profile, "base_overrides": BASE}
+    if accepted:
+        SegAD.resolve_hparams(profile, overrides)
+    else:
+        with pytest.raises(CombinationError, match=f"base_profile='{base_profile or profile}'"):
+            SegAD.resolve_hparams(profile, overrides)
