@@ -352,5 +352,5 @@ def test_set_of_a_wrong_type_stops_before_any_experiment(plugin_site: Path, tmp_
 
 
 def test_capabilities_and_core_exports() -> None:
-    assert autovi_core.API_VERSION == "1.0" and autovi_core.__version__.startswith("1.")
+    assert autovi_core.API_VERSION == "1.1" and autovi_core.__version__.startswith("1.1")
     assert isinstance(Mean.capabilities, Capabilities)

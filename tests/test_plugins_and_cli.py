@@ -234,7 +234,7 @@ def test_failing_plugins_fail_alone(tmp_path, example_plugin, executor):
         (["run", "-d", "nope"], "unknown detector 'nope'; valid:"),
         (["run", "-d", "pixel_gaussian", "--dataset", "nope"], "unknown dataset 'nope'; valid:"),
         (["run", "-d", "pixel_gaussian", "-c", "nope"], "unknown category 'nope'"),
-        (["run", "-d", "pixel_gaussian", "--profile", "nope"], "no profile 'nope'; valid: paper, fast"),
+        (["run", "-d", "pixel_gaussian", "--profile", "nope"], "--profile 'nope' refused: expects one of 'paper', 'fast'"),
         (["run", "-d", "pixel_gaussian", "--set", "nope=1"], "no hyperparameter 'nope'; valid:"),
         (["run"], "choose detectors with --detector NAME or --all-plugins"),
         (["report", "/nonexistent/run"], "/nonexistent/run"),
