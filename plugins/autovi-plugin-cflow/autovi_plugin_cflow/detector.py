@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.checkpoint_params import check_checkpoint_params, checkpoint_params
 from autovi_core.domains import Bool, Choice, Float, Int, ListOf, Optional, Param, Text
-from autovi_core.errors import ConfigError
 from autovi_core.layer_preset import check_backbone_layers, check_input_stride
 
 LITE0_LAYERS = ("blocks.2", "blocks.4", "blocks.6")  # 40 / 112 / 320 channels at strides 8 / 16 / 32
@@ -113,20 +113,7 @@ class CFlow(Detector):
             meaning="training loss: mean -logsigmoid(log p / C) (the official code's) or mean -log p / C",
             source=_FAST_OURS,
         ),
-        "checkpoint_every": Param(
-            Optional(Int(1), none_means="no periodic checkpoints"),
-            paper=None,
-            fast=None,
-            meaning="meta-epochs between training checkpoints (needs checkpoint_dir)",
-            source="autovi",
-        ),
-        "checkpoint_dir": Param(
-            Optional(Text("a folder path"), none_means="no checkpoints, no resuming"),
-            paper=None,
-            fast=None,
-            meaning="folder of training checkpoints; training resumes from the newest one of the same run there",
-            source="autovi",
-        ),
+        **checkpoint_params("meta-epoch", "training checkpoints"),
     }
     capabilities = Capabilities(needs_gpu=True, supervised=False, pretrained_assets=("wide_resnet50_2", "tf_efficientnet_lite0"))
 
@@ -144,11 +131,7 @@ class CFlow(Detector):
         backbone, layers = hparams["backbone"], hparams["layers"]
         check_backbone_layers(cls.name, backbone, layers)
         check_input_stride(cls.name, "image_size", hparams["image_size"], backbone, layers, DEFAULT_DEEPEST_STRIDE)
-        if hparams["checkpoint_every"] is not None and hparams["checkpoint_dir"] is None:
-            raise ConfigError(
-                f"detector {cls.name!r}: checkpoint_every={hparams['checkpoint_every']} refused: checkpoint_dir=None "
-                "(no folder to write checkpoints to)"
-            )
+        check_checkpoint_params(cls.name, hparams)
 
     # --- encoder ------------------------------------------------------------------------------------
     def layers(self) -> tuple[str, ...]:

@@ -193,7 +193,7 @@ def test_set_strings_outside_the_domain_are_refused_by_name() -> None:
         ),
         ({"layers": ["layer2", "layer3"]}, "layers=['layer2', 'layer3'] refused: backbone 'tf_efficientnet_lite0' has no"),
         ({"layers": ["blocks.2", "blocks.2"]}, "layers=['blocks.2', 'blocks.2'] refused: ['blocks.2'] named more than once"),
-        ({"checkpoint_every": 2}, "checkpoint_every=2 refused: checkpoint_dir=None"),
+        ({"checkpoint_every": 2}, "checkpoint_every=2 refused: checkpoint_dir is none"),
     ],
 )
 def test_impossible_combinations_are_refused_by_check_hparams(overrides: dict[str, object], message: str) -> None:

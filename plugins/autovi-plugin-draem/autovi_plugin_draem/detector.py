@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.checkpoint_params import check_checkpoint_params, checkpoint_params
 from autovi_core.domains import Choice, Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
 from autovi_core.progress import track
@@ -181,20 +182,7 @@ class DRAEM(Detector):
             meaning="folder of anomaly-source images searched recursively (e.g. DTD), for anomaly_source auto or folder",
             source="autovi (paper §4.1 uses DTD, which is not bundled)",
         ),
-        "checkpoint_every": Param(
-            Optional(Int(1), none_means="no checkpoints"),
-            paper=None,
-            fast=None,
-            meaning="write the checkpoint every N epochs (and after the last) into checkpoint_dir",
-            source="autovi",
-        ),
-        "checkpoint_dir": Param(
-            Optional(Text("a folder path"), none_means="no checkpoints"),
-            paper=None,
-            fast=None,
-            meaning=f"folder of the rolling checkpoint {CHECKPOINT_NAME}; a fit with the same data and hyperparameters resumes from it",
-            source="autovi",
-        ),
+        **checkpoint_params("epoch", "the rolling checkpoint draem_checkpoint.pt"),
         "num_workers": Param(
             Int(0),
             paper=4,
@@ -244,13 +232,7 @@ class DRAEM(Detector):
             raise ConfigError(
                 f"detector {name!r}: texture_folder={folder!r} refused: anomaly_source={source!r} does not use it (use 'auto' or 'folder')"
             )
-        every, directory = hparams["checkpoint_every"], hparams["checkpoint_dir"]
-        if (every is None) != (directory is None):
-            given = f"checkpoint_every={every}" if directory is None else f"checkpoint_dir={directory!r}"
-            missing = "checkpoint_dir" if directory is None else "checkpoint_every"
-            raise ConfigError(
-                f"detector {name!r}: {given} refused: {missing} is none, so no checkpoint would be written; set both or neither"
-            )
+        check_checkpoint_params(name, hparams)
 
     # --- model --------------------------------------------------------------------------------
     def _build(self) -> None:

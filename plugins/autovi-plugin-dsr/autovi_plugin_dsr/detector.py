@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.checkpoint_params import check_checkpoint_params, checkpoint_params
 from autovi_core.domains import Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
 from autovi_core.progress import track
@@ -186,20 +187,7 @@ class DSR(Detector):
         ),
         "predict_batch_size": Param(Int(1), paper=16, fast=32, meaning="images per inference batch", source="autovi"),
         # running
-        "checkpoint_every": Param(
-            Optional(Int(1), none_means="no periodic checkpoints"),
-            paper=None,
-            fast=None,
-            source="autovi",
-            meaning="save a stage's checkpoint every N epochs (and at its end) into checkpoint_dir",
-        ),
-        "checkpoint_dir": Param(
-            Optional(Text("a folder path"), none_means="no checkpoints"),
-            paper=None,
-            fast=None,
-            source="autovi",
-            meaning="folder of dsr_stage2.pt / dsr_stage3.pt; a later fit resumes from them",
-        ),
+        **checkpoint_params("epoch", "the stage checkpoints dsr_stage2.pt and dsr_stage3.pt"),
         "num_workers": Param(
             Int(0), paper=4, fast=4, meaning="DataLoader worker processes (CUDA only; the CPU loads inline)", source="autovi"
         ),
@@ -237,9 +225,7 @@ class DSR(Detector):
             raise ConfigError(
                 f"detector {cls.name!r}: score_pool={hparams['score_pool']} refused: larger than the coarse mask (image_size={size})"
             )
-        if hparams["checkpoint_every"] is not None and hparams["checkpoint_dir"] is None:
-            every = hparams["checkpoint_every"]
-            raise ConfigError(f"detector {cls.name!r}: checkpoint_every={every} refused: checkpoint_dir is none, nothing would be saved")
+        check_checkpoint_params(cls.name, hparams)
 
     def _build(self) -> None:
         import torch

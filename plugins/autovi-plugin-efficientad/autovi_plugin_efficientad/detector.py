@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.checkpoint_params import check_checkpoint_params, checkpoint_params
 from autovi_core.domains import Choice, Float, Int, Optional, Param, Text
 from autovi_core.errors import ConfigError
 
@@ -109,20 +110,7 @@ class EfficientAD(Detector):
             meaning="folder of out-of-distribution images for the student's penalty loss",
             source="autovi (the paper uses ImageNet images, §3.2; offline: off)",
         ),
-        "checkpoint_every": Param(
-            Optional(Int(1), none_means="no periodic checkpoints"),
-            paper=None,
-            fast=None,
-            meaning="training steps between checkpoints written to checkpoint_dir",
-            source="autovi",
-        ),
-        "checkpoint_dir": Param(
-            Optional(Text("a folder"), none_means="no checkpoints, no resuming"),
-            paper=None,
-            fast=None,
-            meaning="folder of training checkpoints; training resumes from the latest matching one there",
-            source="autovi",
-        ),
+        **checkpoint_params("training step", "training checkpoints"),
         # --- anomaly map normalisation ---
         "map_normalisation": Param(
             Choice("validation", "train"),
@@ -221,9 +209,7 @@ class EfficientAD(Detector):
         q_a, q_b = hparams["q_a"], hparams["q_b"]
         if q_a >= q_b:
             raise ConfigError(f"detector {cls.name!r}: q_a={q_a} q_b={q_b} refused: q_a must be below q_b (maps are scaled by q_b - q_a)")
-        every = hparams["checkpoint_every"]
-        if every is not None and hparams["checkpoint_dir"] is None:
-            raise ConfigError(f"detector {cls.name!r}: checkpoint_every={every} refused: checkpoint_dir is none (nowhere to write them)")
+        check_checkpoint_params(cls.name, hparams)
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
         super().__init__(profile, seed=seed, device=device, **overrides)
