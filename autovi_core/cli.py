@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AutoviError, ConfigError
+from .errors import AutoviError, ConfigError, DataError
 
 app = typer.Typer(
     add_completion=False,
@@ -138,9 +138,16 @@ def _build_tasks(
 
     provider = registry.dataset(dataset)
     resolved_root = provider.resolve_root(root)
-    available = provider.categories(resolved_root)
     for category in categories:
         provider.check_category(resolved_root, category)
+    chosen = categories or provider.categories(resolved_root)
+    if not chosen:
+        raise DataError(f"{resolved_root}: no category of dataset {dataset!r} found there")
+    for category in chosen:  # indexes the files (no decoding): layout, masks and defects_config.json errors surface here
+        provider.load_category(resolved_root, category)
+    for option, value, key in (("--backbone", backbone, "backbone"), ("--weights", weights, "weights")):
+        if value is not None and not any(key in registry.detector_class(name).domains() for name in detectors):
+            raise ConfigError(f"{option} {value}: none of the detectors {', '.join(detectors)} has a {key!r} hyperparameter")
     tasks = []
     for name in detectors:
         detector_cls = registry.detector_class(name)
@@ -152,7 +159,7 @@ def _build_tasks(
             texts["weights"] = str(weights)
         own = detector_cls.parse_overrides(texts)
         detector_cls.resolve_hparams(profile, own)  # every value and combination checked before anything runs
-        for category in categories or available:
+        for category in chosen:
             for seed in seeds:
                 tasks.append(
                     Task(
@@ -250,9 +257,20 @@ def run(
         raise ConfigError(f"choose detectors with --detector NAME or --all-plugins; installed: {valid}")
     if resume and output is None:
         raise ConfigError("--resume needs --output DIR of the run to continue")
+    if in_process and executor != "local":
+        raise ConfigError("--in-process works with --executor local only")
     out_dir = output or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--output {out_dir}: exists and is not a folder")
+    if executor == "local":  # a Ray cluster's workers have their own devices and files
+        from .device import resolve_device
+
+        resolve_device(device)
+        if weights is not None and not weights.is_file():
+            raise ConfigError(f"--weights {weights}: no such file")
     common = {"device": device, "save_maps": save_maps, "output_dir": str(out_dir), "spro_mode": spro_mode}
-    tasks = _build_tasks(registry, names, dataset, root, category, seed or [0], profile, _parse_sets(set_), backbone, weights, common)
+    seeds, categories = list(dict.fromkeys(seed or [0])), list(dict.fromkeys(category))  # each experiment once
+    tasks = _build_tasks(registry, names, dataset, root, categories, seeds, profile, _parse_sets(set_), backbone, weights, common)
     results_path = out_dir / RESULTS_FILE
     if resume:
         previous = load_results(results_path)[0] if results_path.exists() else []
@@ -270,8 +288,6 @@ def run(
         state = "ok" if record["status"] == "ok" else f"FAILED: {record['error']}"
         err_console.print(f"[{len(finished)}/{len(tasks)}] {task.detector} {task.category} seed {task.seed}: {state}", highlight=False)
 
-    if in_process and executor != "local":
-        raise ConfigError("--in-process works with --executor local only")
     ray_options = {"address": ray_address, "cpus_per_task": ray_cpus, "gpus_per_task": ray_gpus}
     make_executor(
         executor,
@@ -323,7 +339,7 @@ def report(
 ) -> None:
     """Tables over a results file: categories x methods, mean +- std over seeds, best marked (Welch, 5%)."""
     from .options import REPORT, check_options
-    from .report import render
+    from .report import metric_paths, render
     from .results import load_results
 
     check_options(REPORT, {"--format": fmt})
@@ -331,10 +347,17 @@ def report(
     records, unreadable = load_results(run_dir)
     if unreadable:
         err_console.print(f"[yellow]warning:[/yellow] skipped {unreadable} unreadable line(s)")
+    known = metric_paths(records)
+    if known and metric not in known:
+        raise ConfigError(f"--metric {metric!r}: no such metric in {run_dir}; available: {', '.join(known)}")
     text = render(records, metric, fmt, unreadable=unreadable)
     print(text)
     if output is not None:
-        output.write_text(text)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text)
+        except OSError as exc:
+            raise ConfigError(f"--output {output}: cannot write there ({exc.strerror or exc})") from None
 
 
 # --- new-plugin -----------------------------------------------------------------------------------

@@ -79,11 +79,13 @@ WHOLE_REGION = DefectConfig("defect", 255, 1.0, True)
 
 
 def read_defects_config(path: Path) -> tuple[DefectConfig, ...]:
-    """Read and validate ``defects_config.json``; pixel values and names must be unique."""
+    """Read and validate ``defects_config.json``; pixel values must be unique."""
     try:
-        entries = json.loads(Path(path).read_text())
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: defects_config.json not found") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(entries, list) or not entries:

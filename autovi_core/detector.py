@@ -237,10 +237,10 @@ class Detector(ABC):
             )
         return prediction
 
-    def check_fitted(self) -> None:
+    def check_fitted(self, action: str = "predict") -> None:
         """Raise :class:`NotFittedError` unless the detector was fitted or loaded."""
         if not self._fitted:
-            raise NotFittedError(f"detector {self.name!r} must be fitted (or loaded) before predict")
+            raise NotFittedError(f"detector {self.name!r} must be fitted (or loaded) before {action}")
 
     # --- learning and inference (the plugin's side) ---------------------------------------------
     @abstractmethod
@@ -279,7 +279,7 @@ class Detector(ABC):
         from . import API_VERSION
         from .plugins import core_version
 
-        self.check_fitted()
+        self.check_fitted("save")
         target = Path(path)
         config = {
             "detector": self.name,
@@ -299,18 +299,38 @@ class Detector(ABC):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> Detector:
-        """Rebuild a detector saved with :meth:`save`."""
+        """Rebuild a detector saved with :meth:`save`. A missing or damaged folder, a model of another
+        detector or of another contract major version, and saved hyperparameters this version refuses
+        are one-line :class:`DataError` s naming the folder."""
+        from . import API_VERSION
+
         path = Path(path)
         try:
-            config = json.loads((path / "config.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DataError(f"{path / 'config.json'}: not a saved {cls.name} detector ({exc})") from None
-        if config.get("detector") != cls.name:
-            raise DataError(f"{path}: holds detector {config.get('detector')!r}, not {cls.name!r}")
-        detector = cls(config["profile"], seed=config["seed"], device=device, **config["hparams"])
+        missing = [key for key in ("detector", "profile", "seed", "hparams") if not isinstance(config, dict) or key not in config]
+        if missing:
+            raise DataError(f"{path / 'config.json'}: not a saved detector (no {', '.join(missing)})")
+        if config["detector"] != cls.name:
+            raise DataError(f"{path}: holds detector {config['detector']!r}, not {cls.name!r}")
+        saved_api = str(config.get("api_version", API_VERSION))
+        if saved_api.split(".")[0] != API_VERSION.split(".")[0]:
+            raise DataError(f"{path}: saved with plugin contract API {saved_api}; this autovi-core speaks API {API_VERSION}")
+        try:
+            detector = cls(config["profile"], seed=config["seed"], device=device, **config["hparams"])
+        except ConfigError as exc:
+            raise DataError(f"{path}: its saved hyperparameters are refused by this version: {exc}") from None
         detector.provenance = dict(config.get("provenance") or {})
-        with np.load(path / "state.npz", allow_pickle=False) as state:
-            detector.load_state_dict({key: state[key] for key in state.files})
+        try:
+            with np.load(path / "state.npz", allow_pickle=False) as state:
+                arrays = {key: state[key] for key in state.files}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path / 'state.npz'}: missing or not a saved state ({str(exc).splitlines()[0]})") from None
+        try:
+            detector.load_state_dict(arrays)
+        except KeyError as exc:
+            raise DataError(f"{path / 'state.npz'}: lacks the array {exc} that {cls.name} saves") from None
         detector.load_extra(path)
         detector._fitted = True
         return detector

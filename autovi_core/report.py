@@ -66,6 +66,27 @@ def metric_value(record: dict, metric: str) -> float | None:
     return None
 
 
+def metric_paths(records: Iterable[dict]) -> list[str]:
+    """Every dotted path ``--metric`` can name in ``records``: the keys under ``metrics`` (``image_auroc``,
+    ``auc_spro.0.05``, ...) and under ``timing`` (``timing.fit_s``), whatever their values."""
+    paths: dict[str, None] = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        for key, value in obj.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, path + ".")
+            else:
+                paths[path] = None
+
+    for record in records:
+        if isinstance(record.get("metrics"), dict):
+            walk(record["metrics"], "")
+        if isinstance(record.get("timing"), dict):
+            walk(record["timing"], "timing.")
+    return list(paths)
+
+
 def _key(record: dict) -> Key:
     return (
         str(record.get("detector")),

@@ -24,7 +24,7 @@ from autovi_core.datasets.autovi import read_autovi_category
 from autovi_core.datasets.folder import FolderDataset
 from autovi_core.datasets.visa import VisADataset
 from autovi_core.domains import Float, Param
-from autovi_core.errors import ConfigError, DataError, NotFittedError
+from autovi_core.errors import DataError, NotFittedError
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = REPO / "docs" / "bad-input.md"
@@ -122,6 +122,78 @@ def test_run_refuses_bad_cli_values_before_writing_anything(
     assert code == 2, err
     assert message in err and one_line(err), err
     assert not out.exists() and not stdout
+
+
+def _broken_category(root: Path) -> Path:
+    import shutil
+
+    shutil.rmtree(make_category(root / "engine_wiring") / "test")
+    return root
+
+
+def _output_is_a_file(root: Path) -> Path:
+    (root / "run").write_text("not a folder")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("prepare", "args", "message"),
+    [
+        (lambda root: root, ["--dataset", "autovi", "--root", "{root}"], "no category of dataset 'autovi' found there"),
+        (_broken_category, ["--dataset", "autovi", "--root", "{root}"], "engine_wiring/test: test folder not found"),
+        (lambda root: root, ["-c", "clip_assembly", "--weights", "{root}/none.pth", "-d", "patchcore"], "none.pth: no such file"),
+        (
+            lambda root: root,
+            ["-c", "clip_assembly", "--backbone", "resnet18"],
+            "--backbone resnet18: none of the detectors pixel_gaussian has a 'backbone' hyperparameter",
+        ),
+        (lambda root: root, ["-c", "clip_assembly", "--in-process", "--executor", "ray"], "--in-process works with --executor local only"),
+        (_output_is_a_file, ["-c", "clip_assembly"], "run: exists and is not a folder"),
+    ],
+    ids=["root-without-categories", "broken-layout", "missing-weights", "unused-backbone", "in-process-ray", "output-is-a-file"],
+)
+def test_run_refuses_data_and_option_problems_before_any_experiment(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    example_plugin: Any,
+    prepare: Any,
+    args: list,
+    message: str,
+) -> None:
+    root = prepare(tmp_path)
+    out = tmp_path / "run"
+    existed = out.exists()
+    args = [a.replace("{root}", str(root)) for a in args]
+    code, stdout, err = run_cli(capsys, monkeypatch, "run", "-d", "pixel_gaussian", *args, "--output", str(out))
+    assert code == 2, err
+    assert message in err and one_line(err), err
+    assert out.exists() == existed and not stdout
+
+
+def test_repeated_seeds_and_categories_run_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    args = ["run", "-d", "pixel_gaussian", "-c", "clip_assembly", "-c", "clip_assembly", "-s", "0", "-s", "0", "--in-process"]
+    code, _, err = run_cli(capsys, monkeypatch, *args, "--output", str(out))
+    assert code == 0, err
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_run_refuses_a_cuda_device_without_a_gpu(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from autovi_core.device import resolve_device
+
+    if resolve_device("auto") != "cpu":
+        pytest.skip("a GPU is visible: --device cuda is valid here")
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, monkeypatch, "run", "-d", "pixel_gaussian", "-c", "clip_assembly", "--device", "cuda", "--output", str(out)
+    )
+    assert code == 2 and "device 'cuda' requested but no CUDA GPU is visible to torch" in err and one_line(err), err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -380,6 +452,13 @@ def test_defects_config_refusals_name_the_file(tmp_path: Path, text: str, messag
     assert str(info.value).startswith(f"{path}: ") and message in str(info.value) and "\n" not in str(info.value), info.value
 
 
+def test_defects_config_that_is_not_utf8_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "defects_config.json"
+    path.write_bytes(b'[{"defect_name": "\xff"}]')
+    with pytest.raises(DataError, match=re.escape(f"{path}: not UTF-8 text (invalid start byte at byte ")):
+        read_defects_config(path)
+
+
 # --- maps for `autovi evaluate` ---------------------------------------------------------------------
 def _colour_map(maps: Path) -> str:
     (maps / "good" / "000.npy").unlink()
@@ -479,16 +558,29 @@ RECORD = {"detector": "a", "dataset": "d", "category": "c", "seed": 0, "profile"
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [([], "results file not found: "), (["--format", "pdf"], "--format 'pdf' refused: expects one of 'md', 'csv', 'html', got 'pdf'")],
-    ids=["no-results-file", "unknown-format"],
+    [
+        ([], "results file not found: "),
+        (["--format", "pdf"], "--format 'pdf' refused: expects one of 'md', 'csv', 'html', got 'pdf'"),
+        (["--metric", "image_aurc"], "--metric 'image_aurc': no such metric in "),
+        (["--output", "{tmp}/results.jsonl/table.md"], "table.md: cannot write there"),
+    ],
+    ids=["no-results-file", "unknown-format", "unknown-metric", "unwritable-output"],
 )
 def test_report_refusals_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, extra: list[str], message: str
 ) -> None:
     if extra:
         (tmp_path / "results.jsonl").write_text(json.dumps(RECORD) + "\n")
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
     code, out, err = run_cli(capsys, monkeypatch, "report", str(tmp_path), *extra)
-    assert code == 2 and message in err and one_line(err) and not out, err
+    assert code == 2 and message in err and one_line(err), err
+    assert not out or "--output" in extra  # the table is printed before --output is written
+
+
+def test_report_writes_output_into_new_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "results.jsonl").write_text(json.dumps(RECORD) + "\n")
+    code, out, err = run_cli(capsys, monkeypatch, "report", str(tmp_path), "--output", str(tmp_path / "new" / "table.md"))
+    assert code == 0 and (tmp_path / "new" / "table.md").read_text().strip() == out.strip(), err
 
 
 def test_report_skips_unreadable_lines_with_a_warning(
@@ -536,16 +628,42 @@ def _edit_config(change: Callable[[dict], None]) -> Callable[[Path], None]:
         (_edit_config(lambda c: c.update(detector="patchcore")), DataError, "model: holds detector 'patchcore', not 'tiny_bad_input'"),
         (
             _edit_config(lambda c: c["hparams"].update(scale=-1.0)),
-            ConfigError,
-            "detector 'tiny_bad_input': scale=-1.0 refused: expects a number in (0, 10]",
+            DataError,
+            "saved hyperparameters are refused by this version: detector 'tiny_bad_input': scale=-1.0 refused: expects a number in (0, 10]",
         ),
         (
             _edit_config(lambda c: c["hparams"].update(gone=3)),
-            ConfigError,
-            "detector 'tiny_bad_input' has no hyperparameter 'gone'; valid: scale",
+            DataError,
+            "model: its saved hyperparameters are refused by this version: detector 'tiny_bad_input' has no hyperparameter 'gone'",
         ),
+        (
+            lambda m: (m / "config.json").write_text("[1, 2]"),
+            DataError,
+            "config.json: not a saved detector (no detector, profile, seed, hparams)",
+        ),
+        (_edit_config(lambda c: c.pop("seed")), DataError, "config.json: not a saved detector (no seed)"),
+        (
+            _edit_config(lambda c: c.update(api_version="2.0")),
+            DataError,
+            "model: saved with plugin contract API 2.0; this autovi-core speaks API 1.",
+        ),
+        (lambda m: (m / "state.npz").unlink(), DataError, "state.npz: missing or not a saved state"),
+        (lambda m: (m / "state.npz").write_bytes(b"not a zip"), DataError, "state.npz: missing or not a saved state"),
+        (lambda m: np.savez(m / "state.npz", other=np.zeros(1)), DataError, "state.npz: lacks the array"),
     ],
-    ids=["no-config", "corrupt-config", "other-detector", "refused-hparam", "unknown-hparam"],
+    ids=[
+        "no-config",
+        "corrupt-config",
+        "other-detector",
+        "refused-hparam",
+        "unknown-hparam",
+        "config-not-an-object",
+        "config-without-seed",
+        "other-api-major",
+        "no-state",
+        "state-not-npz",
+        "state-lacks-array",
+    ],
 )
 def test_detector_load_refusals(tmp_path: Path, mutate: Callable[[Path], None], error: type[Exception], message: str) -> None:
     model = Tiny().fit([rgb(0)]).save(tmp_path / "model")
@@ -559,7 +677,7 @@ def test_detector_load_refusals(tmp_path: Path, mutate: Callable[[Path], None], 
 def test_load_of_a_missing_folder_and_save_before_fit_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'nowhere' / 'config.json'}: not a saved tiny_bad_input detector")):
         Tiny.load(tmp_path / "nowhere")
-    with pytest.raises(NotFittedError, match="detector 'tiny_bad_input' must be fitted"):
+    with pytest.raises(NotFittedError, match=r"detector 'tiny_bad_input' must be fitted \(or loaded\) before save"):
         Tiny().save(tmp_path / "unfitted")
     assert not (tmp_path / "unfitted").exists()
 
