@@ -24,6 +24,7 @@ class TestPaDiMConformance(DetectorConformance):
 
 
 class TestPaDiMOnTexture(DetectorConformance):
+    readme = Path(__file__).resolve().parents[1] / "README.md"
     detector = "padim"
     category = "textured_plate"
     min_auroc = 0.9

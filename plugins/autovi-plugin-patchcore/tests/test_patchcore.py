@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from autovi_core.testing import DetectorConformance
 
 
 class TestPatchCoreConformance(DetectorConformance):
+    readme = Path(__file__).resolve().parents[1] / "README.md"
     detector = "patchcore"
     category = "clip_assembly"
     min_auroc = 0.9
@@ -29,6 +31,7 @@ class TestPatchCoreConformance(DetectorConformance):
 
 
 class TestPatchCoreOnTexture(DetectorConformance):
+    readme = Path(__file__).resolve().parents[1] / "README.md"
     detector = "patchcore"
     category = "textured_plate"
     min_auroc = 0.9

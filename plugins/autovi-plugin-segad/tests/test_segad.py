@@ -30,6 +30,7 @@ BASE = {"patchcore": {"resize": SIZE}}
 
 
 class TestSegAD(DetectorConformance):
+    readme = Path(__file__).resolve().parents[1] / "README.md"
     detector = "segad"
     overrides: ClassVar[dict[str, Any]] = {"base_detectors": ["patchcore"], "base_overrides": BASE}
     image_size = SIZE
