@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,16 +82,23 @@ def evaluate_maps_folder(
         raise DataError(f"{category_dir}: category folder not found under --dataset-root")
     category = read_autovi_category(category_dir, dataset="autovi", name=category_name, native_size=AUTOVI_CATEGORIES.get(category_name))
     files = find_map_files(_maps_dir(Path(maps), category), category)
-    arrays, channels, notes = [], [], []
-    resized: Counter[tuple[tuple[int, ...], tuple[int, int]]] = Counter()
-    for sample in track(category.test, f"reading maps of {category_name}"):
+
+    def read(sample: Any) -> tuple[np.ndarray, Any, tuple[tuple[int, ...], tuple[int, int]] | None]:
         amap = read_map(files[sample.key])
         shape = category.ground_truth_shape(sample)
+        resized_from = None
         if amap.shape != shape:
-            resized[(amap.shape, shape)] += 1
+            resized_from = (amap.shape, shape)
             amap = resize_map(amap, shape)
-        arrays.append(amap)
-        channels.append(category.load_channels(sample, shape))
+        return amap, category.load_channels(sample, shape), resized_from
+
+    # PNG/TIFF decoding releases the GIL: threads decode maps and masks in parallel, in order
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        read_all = list(track(pool.map(read, category.test), f"reading maps of {category_name}", total=len(category.test)))
+    arrays = [amap for amap, _, _ in read_all]
+    channels = [chans for _, chans, _ in read_all]
+    resized = Counter(key for _, _, key in read_all if key is not None)
+    notes: list[str] = []
     for (src, dst), count in resized.items():
         kind = "bicubic in 8 bits" if any(a.dtype == np.uint8 for a in arrays) else "bilinear in float"
         notes.append(f"resized {count} map(s) from {src[1]}x{src[0]} to the ground truth's {dst[1]}x{dst[0]} ({kind})")

@@ -44,16 +44,26 @@ def roc_points(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarr
     return fpr, tpr, np.concatenate(([np.inf], s[ends]))
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values``, tied values sharing the mean of their ranks (``scipy.stats.rankdata``'s
+    ``average`` method, to the bit: a tie group at sorted positions a..b-1 gets (a + b + 1) / 2)."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1]))) if len(values) else np.empty(0, dtype=np.intp)
+    ends = np.append(starts[1:], len(values))
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.repeat(0.5 * (starts + ends + 1), ends - starts)
+    return ranks
+
+
 def image_auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     """ROC AUC of defective vs good images, ties counted half (as sklearn's roc_auc_score)."""
-    from scipy.stats import rankdata
-
     s, y = _as_arrays(scores, labels)
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(s)  # average ranks: ties count half
+    ranks = average_ranks(s)  # ties count half
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 

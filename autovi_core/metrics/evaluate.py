@@ -12,7 +12,7 @@ import numpy as np
 
 from ..dataset import DefectConfig
 from .classification import calibrated_rates, image_ap, image_auroc, tpr_at_tnr
-from .spro import FPR_LIMITS, auc_spro, aupro, pixel_auroc
+from .spro import FPR_LIMITS, auc_spro, aupro, pixel_auroc, shared_negative_histograms
 from .spro_official import auc_spro_official, official_thresholds
 
 MODES = ("exact", "official")
@@ -61,6 +61,11 @@ def evaluate_localisation(
     """
     if mode not in MODES:
         raise ValueError(f"unknown sPRO mode {mode!r}; use one of {MODES}")
+    with shared_negative_histograms():  # the subsets below share their good images' negatives
+        return _evaluate_localisation(maps, gt, mode, limits, seed)
+
+
+def _evaluate_localisation(maps: Mapping[str, np.ndarray], gt: GroundTruth, mode: str, limits: Sequence[float], seed: int | None) -> dict:
     keys = _align(maps, gt)
     arrays = [np.asarray(maps[k]) for k in keys]
     cfgs = [[cfg for _, cfg in gt.get(k, ())] for k in keys]

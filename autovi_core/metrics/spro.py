@@ -19,7 +19,8 @@ Conventions:
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
 
@@ -78,18 +79,48 @@ def _uses_histogram(dtype: np.dtype) -> bool:
     return np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2
 
 
-def _gather_negatives(maps: Sequence[np.ndarray], unions: Sequence[np.ndarray | None], dtype: np.dtype):
+_shared_histograms: dict[tuple, tuple[np.ndarray, tuple]] | None = None
+
+
+@contextmanager
+def shared_negative_histograms() -> Iterator[None]:
+    """Within this block, :func:`prepare` bins each integer map's negative pixels once per (map,
+    channel masks) pair and reuses the histogram when the same arrays come again (the overall curve
+    and every per-defect-type and per-subdir subset share their good images). Integer counts add
+    up exactly, so the results are the same to the bit; float maps are gathered as before."""
+    global _shared_histograms
+    outer = _shared_histograms
+    if outer is None:
+        _shared_histograms = {}
+    try:
+        yield
+    finally:
+        _shared_histograms = outer
+
+
+def _negative_histogram(m: np.ndarray, u: np.ndarray | None, info: np.iinfo, key: tuple | None, pinned: tuple) -> np.ndarray:
+    if key is not None and _shared_histograms is not None and key in _shared_histograms:
+        return _shared_histograms[key][0]
+    values = m.ravel() if u is None else m[~u]
+    if info.min < 0:
+        values = values.astype(np.int32) - int(info.min)
+    hist = np.bincount(values, minlength=int(info.max) - int(info.min) + 1)
+    if key is not None and _shared_histograms is not None:
+        _shared_histograms[key] = (hist, pinned)  # the arrays stay referenced, so their ids stay theirs
+    return hist
+
+
+def _gather_negatives(
+    maps: Sequence[np.ndarray], unions: Sequence[np.ndarray | None], dtype: np.dtype, keys: Sequence[tuple | None] = (), pins=()
+):
     """Negative scores as (ascending values, counts or None, count)."""
     sizes = [m.size - (int(np.count_nonzero(u)) if u is not None else 0) for m, u in zip(maps, unions)]
     n_neg = int(sum(sizes))
     if _uses_histogram(dtype):
         info = np.iinfo(dtype)
         hist = np.zeros(int(info.max) - int(info.min) + 1, dtype=np.int64)
-        for m, u in zip(maps, unions):
-            values = m.ravel() if u is None else m[~u]
-            if info.min < 0:
-                values = values.astype(np.int32) - int(info.min)
-            hist += np.bincount(values, minlength=len(hist))
+        for i, (m, u) in enumerate(zip(maps, unions)):
+            hist += _negative_histogram(m, u, info, keys[i] if keys else None, pins[i] if pins else ())
         present = np.flatnonzero(hist)
         return (present + int(info.min)).astype(dtype), hist[present], n_neg
     out = np.empty(n_neg, dtype=dtype)
@@ -139,7 +170,11 @@ def prepare(
                 pos_parts.append(np.sort(m[mask].astype(dtype, copy=False)))
                 sats.append(float(sat))
         unions.append(union)
-    neg_values, neg_counts, n_neg = _gather_negatives(maps, unions, dtype)
+    keys, pins = [], []
+    if _shared_histograms is not None and _uses_histogram(dtype):  # what identifies each image's negatives
+        keys = [(id(m), dtype.str, tuple(id(mask) for mask, _ in chans)) for m, chans in zip(maps, channels)]
+        pins = [(m, [mask for mask, _ in chans]) for m, chans in zip(maps, channels)]
+    neg_values, neg_counts, n_neg = _gather_negatives(maps, unions, dtype, keys, pins)
     lengths = np.array([len(p) for p in pos_parts], dtype=np.int64)
     offsets = np.zeros(len(pos_parts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -368,7 +403,11 @@ def _region_data(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None])
         parts.extend(np.sort(values[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
         sats.append(areas.astype(np.float64))
         unions.append(mask)
-    neg_values, neg_counts, n_neg = _gather_negatives(maps, unions, dtype)
+    keys, pins = [], []
+    if _shared_histograms is not None and _uses_histogram(dtype):  # a good image's key is the one prepare() gives it
+        keys = [(id(m), dtype.str, () if u is None else ("union", id(mask))) for m, u, mask in zip(maps, unions, masks)]
+        pins = [(m, mask) for m, mask in zip(maps, masks)]
+    neg_values, neg_counts, n_neg = _gather_negatives(maps, unions, dtype, keys, pins)
     offsets = np.zeros(len(parts) + 1, dtype=np.int64)
     np.cumsum([len(p) for p in parts], out=offsets[1:])
     pos = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
