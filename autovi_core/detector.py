@@ -165,7 +165,7 @@ class Detector(ABC):
         domains = cls.domains()
         for key, value in (overrides or {}).items():
             if key not in hparams:
-                raise ConfigError(f"detector {cls.name!r} has no hyperparameter {key!r}; valid: {', '.join(sorted(hparams))}")
+                raise cls._unknown_hparam(key, hparams)
             try:
                 hparams[key] = domains[key].check(value)
             except DomainError as exc:
@@ -186,12 +186,16 @@ class Detector(ABC):
         values = {}
         for key, text in texts.items():
             if key not in domains:
-                raise ConfigError(f"detector {cls.name!r} has no hyperparameter {key!r}; valid: {', '.join(sorted(domains))}")
+                raise cls._unknown_hparam(key, domains)
             try:
                 values[key] = domains[key].parse(text)
             except DomainError as exc:
                 raise ConfigError(f"detector {cls.name!r}: --set {key}={text} refused: {exc}") from None
         return values
+
+    @classmethod
+    def _unknown_hparam(cls, key: str, known: Mapping[str, Any]) -> ConfigError:
+        return ConfigError(f"detector {cls.name!r} has no hyperparameter {key!r}; valid: {', '.join(sorted(known))}")
 
     @classmethod
     def check_hparams(cls, hparams: Mapping[str, Any]) -> None:

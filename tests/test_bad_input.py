@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 from PIL import Image
 
 from autovi_core import Detector, Prediction
@@ -33,15 +33,6 @@ CONFIG = [{"defect_name": "crack", "pixel_value": 255, "saturation_threshold": 1
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
-    """``autovi ARGS`` in this process: (exit status, stdout, stderr)."""
-    from autovi_core import cli
-
-    monkeypatch.setattr(sys, "argv", ["autovi", *args])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def save(path: Path, array: np.ndarray) -> Path:

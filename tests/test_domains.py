@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -352,17 +352,6 @@ def test_option_values_are_accepted_inside_and_refused_outside_their_domains(tab
     with pytest.raises(ConfigError) as info:
         check_options(table, {option: value})
     assert str(info.value).startswith(f"{option} ") and "refused" in str(info.value)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
-    """``autovi ARGS`` in this process: (exit status, stdout, stderr)."""
-    from autovi_core import cli
-
-    monkeypatch.setattr(sys, "argv", ["autovi", *args])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.mark.parametrize(
