@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .domains import Domain, DomainError, Param, domain_from_profiles
+from .domains import Domain, DomainError, Param, domain_from_profiles, shown
 from .errors import CombinationError, ConfigError, ContractError, DataError, NotFittedError
 from .files import atomic_write
 from .hparams import Hyperparameters
@@ -68,11 +68,6 @@ class LabelledDefects:
     """The images; :class:`autovi_core.dataset.KeyedImages` (with their paths) when the runner gives them."""
     masks: list[np.ndarray | None] = field(default_factory=list)
     defect_dirs: list[str] = field(default_factory=list)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Detector(ABC):
@@ -169,7 +164,7 @@ class Detector(ABC):
             try:
                 hparams[key] = domains[key].check(value)
             except DomainError as exc:
-                raise ConfigError(f"detector {cls.name!r}: {key}={_shown(value)} refused: {exc}") from None
+                raise ConfigError(f"detector {cls.name!r}: {key}={shown(value)} refused: {exc}") from None
         try:
             cls.check_hparams(hparams)
         except CombinationError:

@@ -30,6 +30,12 @@ _BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": Tru
 _NONE_WORDS = {"none", "null", ""}
 
 
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to 60 characters, for one-line refusals."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class DomainError(ValueError):
     """A value outside a domain; the message is the domain's description."""
 
@@ -597,4 +603,5 @@ __all__ = [
     "Pattern",
     "Text",
     "domain_from_profiles",
+    "shown",
 ]

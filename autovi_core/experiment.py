@@ -21,13 +21,12 @@ from .dataset import Category, Sample, select_images
 from .detector import Detector, LabelledDefects
 from .device import resolve_device
 from .errors import ConfigError
+from .evaluation import SPRO_MODES
 from .image_io import write_float_tiff, write_png8
 from .measure import distribution_version, peak_gpu_mb, peak_rss_mb, reset_peak_gpu, stopwatch, torch_threads
 from .metric import EvaluationData
 from .plugins import core_version
 from .seeding import seed_everything
-
-SPRO_MODES = ("exact", "official")
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .detector import PROFILES
 from .domains import Choice, Domain, DomainError, Float, Int, Optional, Pattern
 from .errors import ConfigError
+from .evaluation import SPRO_MODES
+from .report import FORMATS
 
 SEED = Int(0, 2**32 - 1)
 """Seeds seed numpy, whose generators take 0 to 2^32 - 1."""
 DEVICE = Pattern(r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu, cuda or cuda:N")
-SPRO_MODE = Choice("exact", "official")
+SPRO_MODE = Choice(*SPRO_MODES)
 
 RUN: Mapping[str, Domain] = {
     "--seed": SEED,
-    "--profile": Choice("paper", "fast"),
+    "--profile": Choice(*PROFILES),
     "--device": DEVICE,
     "--executor": Choice("local", "ray"),
     "--spro-mode": SPRO_MODE,
@@ -30,7 +33,7 @@ RUN: Mapping[str, Domain] = {
     "--ray-gpus-per-task": Optional(Float(0.0), none_means="1 if the cluster has GPUs, else 0"),
 }
 EVALUATE: Mapping[str, Domain] = {"--spro-mode": SPRO_MODE}
-REPORT: Mapping[str, Domain] = {"--format": Choice("md", "csv", "html")}
+REPORT: Mapping[str, Domain] = {"--format": Choice(*FORMATS)}
 
 
 def check_options(domains: Mapping[str, Domain], values: Mapping[str, Any]) -> None:

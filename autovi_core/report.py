@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from .errors import ConfigError
 from .results import load_results  # noqa: F401  (re-exported for callers of the report API)
@@ -194,6 +193,8 @@ def _not_different(best: Cell, other: Cell, alpha: float) -> bool:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        from scipy import stats  # imported when a table is built: `autovi report --help` stays fast
+
         p = stats.ttest_ind(a, b, equal_var=False).pvalue
     return bool(np.isfinite(p) and p >= alpha)
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.backbone_params import weights_param
 from autovi_core.checkpoint_params import check_checkpoint_params, checkpoint_params
 from autovi_core.domains import Bool, Choice, Float, Int, ListOf, Optional, Param, Text
 from autovi_core.layer_preset import check_backbone_layers, check_input_stride
@@ -47,13 +48,7 @@ class CFlow(Detector):
             meaning="frozen ImageNet encoder (`--backbone`); fast: Lite0, whose weights install offline",
             source=_FAST_OURS,
         ),
-        "weights": Param(
-            Optional(Text("a weights file path"), none_means="found by autovi: environment, hub cache, Lite0 package"),
-            paper=None,
-            fast=None,
-            meaning="state-dict file of the backbone's ImageNet weights (`--weights`)",
-            source="autovi",
-        ),
+        "weights": weights_param(),
         "layers": Param(
             Optional(
                 ListOf(Text("a timm feature-layer name"), min_len=1),

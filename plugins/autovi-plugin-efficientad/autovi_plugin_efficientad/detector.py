@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.backbone_params import weights_param
 from autovi_core.checkpoint_params import check_checkpoint_params, checkpoint_params
 from autovi_core.domains import Choice, Float, Int, Optional, Param, Text
 from autovi_core.errors import ConfigError
@@ -151,16 +152,7 @@ class EfficientAD(Detector):
             "falls back to tf_efficientnet_lite0 when its weights are absent",
             source="paper §3.1 (WideResNet-101 features); fast: autovi (offline Lite0)",
         ),
-        "weights": Param(
-            Optional(
-                Text("a state-dict file"),
-                none_means="the backbone's AUTOVI_WEIGHTS_... variable, AUTOVI_WEIGHTS, the hub cache, the Lite0 package",
-            ),
-            paper=None,
-            fast=None,
-            meaning="ImageNet weights file of the backbone (--weights)",
-            source="autovi",
-        ),
+        "weights": weights_param(),
         "teacher_weights": Param(
             Optional(Text("a state-dict file"), none_means="distil the teacher, or read it from the cache"),
             paper=None,

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.backbone_params import weights_param
 from autovi_core.domains import Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
 from autovi_core.layer_preset import LayerPreset, check_backbone_layers, check_input_stride
@@ -39,13 +40,7 @@ class PaDiM(Detector):
             meaning="frozen ImageNet CNN whose feature maps make the embeddings",
             source="paper (ResNet-18 variant, R18-Rd100); fast: autovi (Lite0, offline)",
         ),
-        "weights": Param(
-            Optional(Text("a path to a state-dict file"), none_means="the hub cache, else the Lite0 package"),
-            paper=None,
-            fast=None,
-            meaning="state-dict file for the backbone; the source used is recorded as provenance.weights_source",
-            source="autovi",
-        ),
+        "weights": weights_param(),
         "layers": Param(
             Optional(
                 ListOf(Text("a feature-layer name (timm feature_info module name)"), min_len=1),

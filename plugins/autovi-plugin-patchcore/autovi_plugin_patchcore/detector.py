@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
+from autovi_core.backbone_params import weights_param
 from autovi_core.domains import Bool, Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
 from autovi_core.layer_preset import LayerPreset, check_backbone_layers, check_input_stride
@@ -43,13 +44,7 @@ class PatchCore(Detector):
             meaning="frozen ImageNet CNN giving the patch features (`--backbone`)",
             source="official code (WideResNet-50); fast: autovi (EfficientNet-Lite0, available offline)",
         ),
-        "weights": Param(
-            Optional(Text("a state-dict file path"), none_means="AUTOVI_WEIGHTS_* variables, hub cache, then the Lite0 package"),
-            paper=None,
-            fast=None,
-            meaning="state-dict file for the backbone (`--weights`); the source used is recorded as `provenance.weights_source`",
-            source="autovi",
-        ),
+        "weights": weights_param(),
         "layers": Param(
             Optional(ListOf(Text("a timm feature-layer name"), min_len=1), none_means="the backbone's stride-8 and stride-16 layers"),
             paper=None,

@@ -42,7 +42,7 @@ import numpy as np
 from autovi_core import Capabilities, Detector, KeyedImages, LabelledDefects, Prediction, image_paths
 from autovi_core.dataset import select_images
 from autovi_core.detector import PROFILES
-from autovi_core.domains import AnyJSON, Choice, Domain, DomainError, Float, Int, ListOf, OneOf, Optional, Param, Text
+from autovi_core.domains import AnyJSON, Choice, Domain, DomainError, Float, Int, ListOf, OneOf, Optional, Param, Text, shown
 from autovi_core.errors import CombinationError, ConfigError, PluginError
 
 from .classifier import PAPER_SETTINGS, BoostedForest
@@ -57,11 +57,6 @@ NEGATIVES = ("split", "cross_fit")
 NORMALISATION_QUANTILES = (0.9, 0.995)
 BACKBONE_STRIDE = 16
 """Stride of the deepest Lite0 block the part k-means reads (blocks.4)."""
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class BaseNames(OneOf):
@@ -96,11 +91,11 @@ class PerDetector(Domain):
             for name, inner in value.items()
         )
         if not good:
-            raise DomainError(f"expects {self.describe()}, got {_shown(value)}")
+            raise DomainError(f"expects {self.describe()}, got {shown(value)}")
         try:
             AnyJSON().check(value)
         except DomainError:
-            raise DomainError(f"expects {self.describe()} (JSON values), got {_shown(value)}") from None
+            raise DomainError(f"expects {self.describe()} (JSON values), got {shown(value)}") from None
         return {name: dict(inner) for name, inner in value.items()}
 
     def describe(self) -> str:
@@ -279,7 +274,7 @@ class SegAD(Detector):
         unknown = sorted(set(overrides) - set(names))
         if unknown:
             raise ConfigError(
-                f"detector {cls.name!r}: base_overrides={_shown(overrides)} refused: names {unknown}, "
+                f"detector {cls.name!r}: base_overrides={shown(overrides)} refused: names {unknown}, "
                 f"which are not among the base detectors {names} (base_detectors={hparams['base_detectors']!r})"
             )
         mode, part_maps = hparams["segmentation"], hparams["part_maps"]
@@ -314,7 +309,7 @@ class SegAD(Detector):
                 registry.detector_class(name).resolve_hparams(base_profile, own)
             except ConfigError as exc:
                 raise CombinationError(
-                    f"detector {cls.name!r}: base_overrides={_shown(hparams['base_overrides'])} refused "
+                    f"detector {cls.name!r}: base_overrides={shown(hparams['base_overrides'])} refused "
                     f"(base_profile={base_profile!r}): {exc}"
                 ) from None
         return hparams
@@ -524,7 +519,7 @@ def resolve_base_detectors(value: str | Sequence[str]) -> list[str]:
     installed, unsupervised and listed once (one-line :class:`ConfigError` naming the value otherwise)."""
     registry = _registry()
     usable = {name: cls for name, cls in registry.detectors.items() if name != SegAD.name and not cls.capabilities.supervised}
-    refused = f"detector {SegAD.name!r}: base_detectors={_shown(value)} refused"
+    refused = f"detector {SegAD.name!r}: base_detectors={shown(value)} refused"
     if value == "auto":
         ranked = [n for n in BASE_PREFERENCE if n in usable] + sorted(n for n in usable if n not in BASE_PREFERENCE)
         if not ranked:
