@@ -15,7 +15,12 @@ INSTALL_INPUTS := pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcard
 
 install: $(STAMP)
 
+# The CUDA build of torch alone is about 5.5 GB in the venv: stop with a clear message, not pip's OSError half-way.
+MIN_FREE_GB ?= 8
+
 $(STAMP): $(INSTALL_INPUTS)
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); test -x $(BIN)/python -o "$$free" -ge $(MIN_FREE_GB) || \
+	  { echo "make install: $$free GB free here; a new .venv needs about $(MIN_FREE_GB) GB (torch's CUDA build). Free some space or set MIN_FREE_GB."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e ".[test,ray]"
