@@ -324,7 +324,8 @@ def _format_cell(table: Table, cell: Cell | None, n_max: int) -> str:
     text = f"{cell.mean:.{d}f}"
     if cell.flagged:
         return text + FLAG
-    text += f" ± {cell.std:.{d}f}"
+    if cell.n > 1:  # one seed has no spread: "± 0.0" would read as a measured zero
+        text += f" ± {cell.std:.{d}f}"
     if cell.n != n_max:
         text += f" (n={cell.n})"
     return text
@@ -343,9 +344,10 @@ def _caption(table: Table) -> str:
     scale = f"×{table.scale:g}" if table.scale != 1.0 else "unscaled"
     direction = "higher" if table.higher_is_better else "lower"
     seeds = ", ".join(str(s) for s in table.seeds) or "none"
+    spread = "mean ± std" if _n_max(table) > 1 else "one value per cell (no spread)"
     return (
-        f"{table.metric} ({scale}, {direction} is better): mean ± std over {len(table.seeds)} "
-        f"seed(s) [{seeds}]; bold = best or not significantly different from the best "
+        f"{table.metric} ({scale}, {direction} is better): {spread} over {len(table.seeds)} "
+        f"seed(s) [{seeds}], (n=k) where a cell has fewer; bold = best or not significantly different from the best "
         f"(Welch's t-test, {table.alpha * 100:g}%)."
     )
 

@@ -581,7 +581,7 @@ def test_report_skips_unreadable_lines_with_a_warning(
     (tmp_path / "results.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     code, out, err = run_cli(capsys, monkeypatch, "report", str(tmp_path))
     assert code == 0 and err.strip() == "warning: skipped 5 unreadable line(s)", err
-    assert "| d | c | **90.0 ± 0.0** |" in out and "5 unreadable line(s) skipped." in out
+    assert "| d | c | **90.0** |" in out and "5 unreadable line(s) skipped." in out
 
 
 # --- saved models -----------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ def test_html_escapes() -> None:
     out = render_html(build_table(records))
     assert out == render(records, "image_auroc", "html")
     assert "<script>x" not in out and "&lt;script&gt;" in out and "a&amp;b" in out
-    assert "<b>90.0 ± 0.0</b>" in out and out.startswith("<!DOCTYPE html>")
+    assert "<b>90.0</b>" in out and "±" not in out and out.startswith("<!DOCTYPE html>")
 
 
 def test_markdown_header() -> None:
@@ -259,7 +259,13 @@ def test_markdown_header() -> None:
     header = md.splitlines()[0]
     assert "image_auroc" in header and "×100" in header and "Welch" in header
     assert "5%" in header and "3 seed(s)" in header
-    assert "**90.0 ± 0.0**" in md
+    assert "**90.0 ± 0.0**" in md  # three seeds that agree: a measured zero spread
+
+
+def test_one_seed_has_no_spread() -> None:
+    md = render([rec("a", "c", 0, 0.9), rec("b", "c", 0, 0.8)], "image_auroc", "md")
+    assert "±" not in md.split("\n", 1)[1] and "**90.0**" in md and "| 80.0 |" in md
+    assert "one value per cell (no spread) over 1 seed(s)" in md.splitlines()[0]
 
 
 def test_unknown_format() -> None:
