@@ -22,6 +22,7 @@ from .detector import Detector, LabelledDefects
 from .device import resolve_device
 from .errors import ConfigError
 from .evaluation import SPRO_MODES
+from .experiment_file import build_content, experiment_path, map_range, write_experiment_file
 from .image_io import write_float_tiff, write_png8
 from .measure import distribution_version, peak_gpu_mb, peak_rss_mb, reset_peak_gpu, stopwatch, torch_threads
 from .metric import EvaluationData
@@ -46,6 +47,8 @@ class Task:
     calibration_holdout: float = 0.1
     labelled_defects: int = 10
     spro_mode: str = "exact"
+    save_models: bool = False
+    """``--save-models``: write the fitted detector and its calibration to a model folder (:mod:`.model_folder`)."""
 
     @property
     def key(self) -> tuple[str, str, str, int, str]:
@@ -132,12 +135,16 @@ def _batch1_latency_ms(detector: Detector, category: Category, samples: list[Sam
     return 1000.0 * float(np.median(times)) if times else None
 
 
+def _maps_dir(task: Task) -> str:
+    """Where ``--save-maps`` writes a task's maps, relative to the run folder."""
+    return f"maps/{task.detector}/{task.category}/seed{task.seed}"
+
+
 def _save_maps(task: Task, samples: list[Sample], maps: list[np.ndarray]) -> None:
     """Write 8-bit PNGs (min-max scaled over the test set) under ``test/`` in the layout the official
     evaluator reads, and the raw float maps as TIFFs under ``float/`` (same sub-layout)."""
-    run = Path(task.output_dir or ".") / "maps" / task.detector / task.category / f"seed{task.seed}"
-    low = min(float(m.min()) for m in maps)
-    high = max(float(m.max()) for m in maps)
+    run = Path(task.output_dir or ".") / _maps_dir(task)
+    low, high = map_range(maps)
     scale = 255.0 / (high - low) if high > low else 0.0
     for sample, amap in zip(samples, maps):
         write_png8(run / "test" / sample.defect_dir / f"{sample.stem}.png", (amap - low) * scale)
@@ -157,6 +164,7 @@ class ExperimentData:
     train_images: list[np.ndarray]
     test_images: list[np.ndarray]
     labelled: LabelledDefects | None
+    root: Path | None = None
 
 
 def load_data(task: Task, registry: Any, supervised: bool) -> ExperimentData:
@@ -183,6 +191,7 @@ def load_data(task: Task, registry: Any, supervised: bool) -> ExperimentData:
         train_images=category.load_images(train, f"{task.detector}/{task.category}: loading train"),
         test_images=category.load_images(test, f"{task.detector}/{task.category}: loading test"),
         labelled=labelled,
+        root=root,
     )
 
 
@@ -197,7 +206,8 @@ def fit_timed(detector: Detector, data: ExperimentData) -> dict[str, Any]:
 
 def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, registry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Predict the test split (timed, after a warm-up), the batch-1 latency and the calibration
-    scores, then compute every registered metric; returns (metrics, timing)."""
+    scores, then compute every registered metric; returns (metrics, timing). With an output folder
+    it also writes the maps (``save_maps``) and the experiment file (:mod:`.experiment_file`)."""
     from .progress import track
 
     category, test, test_images = data.category, data.test, data.test_images
@@ -206,10 +216,12 @@ def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, regist
     with stopwatch() as predict_time:
         scores, maps = _predict_by_size(detector, category, test, test_images)
     latency_ms = _batch1_latency_ms(detector, category, test, test_images)
-    calibration_scores = None
+    calibration_scores = calibration_maxima = None
     if data.calibration:
         calibration_images = category.load_images(data.calibration)
-        calibration_scores = _predict_by_size(detector, category, data.calibration, calibration_images)[0]
+        calibration_scores, calibration_maps = _predict_by_size(detector, category, data.calibration, calibration_images)
+        calibration_maxima = [float(np.max(m)) for m in calibration_maps]
+        del calibration_maps
 
     channels = None
     if category.has_masks:
@@ -223,14 +235,35 @@ def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, regist
         calibration_scores=calibration_scores,
         spro_mode=task.spro_mode,
         seed=task.seed,
+        spro_curve=task.output_dir is not None,
     )
     metrics: dict[str, Any] = {"auc_spro": None, "pixel_auroc": None, "per_defect_type": None}
     for metric in registry.metrics.values():
         if metric.level == "pixel" and not evaluation.has_masks:
             continue
         metrics.update(metric.compute(evaluation))
+    spro_curve = metrics.pop("spro_curve", None)  # for the experiment file, not the record
     if task.save_maps:
         _save_maps(task, test, maps)
+    if task.output_dir is not None:
+        content = build_content(
+            detector=task.detector,
+            dataset=task.dataset,
+            category=task.category,
+            seed=task.seed,
+            profile=task.profile,
+            supervised=detector.capabilities.supervised,
+            root=Path(data.root).resolve() if data.root is not None else "",
+            keys=evaluation.keys,
+            labels=evaluation.labels.tolist(),
+            scores=scores.tolist(),
+            calibration_scores=None if calibration_scores is None else calibration_scores.tolist(),
+            calibration_map_maxima=calibration_maxima,
+            test_map_range=map_range(maps),
+            spro_curve=spro_curve,
+            maps=_maps_dir(task) if task.save_maps else None,
+        )
+        write_experiment_file(task.output_dir, content)
     timing = {
         "predict_images_per_s": len(test) / predict_time["s"] if predict_time["s"] > 0 else None,
         "batch1_latency_ms": latency_ms,
@@ -289,6 +322,12 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
         device=device,
         torch_threads=torch_threads(),
     )
+    if task.output_dir is not None:  # evaluate_fitted wrote it
+        record["experiment_file"] = experiment_path(task.dataset, task.category, task.detector, task.seed, task.profile)
+    if task.save_models:  # autovi run --save-models: the detector with the calibration it was evaluated with
+        from .model_folder import save_run_model
+
+        record["model_dir"] = save_run_model(task, detector, data, registry)
     return record
 
 

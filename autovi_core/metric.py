@@ -24,7 +24,9 @@ class EvaluationData:
     ``keys[i]`` is ``"<defect_dir>/<stem>"``; ``maps[i]`` is at the ground truth's size;
     ``channels[i]`` lists image i's ground-truth channels (empty for good images). ``maps`` and
     ``channels`` are None when the dataset has no masks. ``calibration_scores`` are image scores of
-    held-out good training images (None when none were held out).
+    held-out good training images (None when none were held out). ``spro_curve`` asks the
+    localisation metric for the sampled exact sPRO curve too (key ``"spro_curve"``, which the
+    runner moves from the metrics into the per-experiment file).
     """
 
     keys: list[str]
@@ -35,6 +37,7 @@ class EvaluationData:
     calibration_scores: np.ndarray | None = None
     spro_mode: str = "exact"
     seed: int = 0
+    spro_curve: bool = False
 
     @property
     def has_masks(self) -> bool:

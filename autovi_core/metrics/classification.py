@@ -94,6 +94,15 @@ def tpr_at_tnr(scores: Sequence[float], labels: Sequence[int], levels: Sequence[
     return {str(float(lv)): float(tpr[fpr <= 1.0 - lv + 1e-12].max()) for lv in levels}
 
 
+def calibrated_thresholds(calibration_good_scores: Sequence[float], levels: Sequence[float] = TNR_LEVELS) -> dict[str, float]:
+    """Threshold per level, keyed ``str(level)``: ``np.quantile(calibration, level, method="higher")``
+    (scores strictly above it are flagged). Needs at least one calibration score."""
+    cal = np.asarray(calibration_good_scores, dtype=np.float64).ravel()
+    if len(cal) == 0:
+        raise ValueError("calibrated thresholds need at least one calibration score")
+    return {str(float(lv)): float(np.quantile(cal, lv, method="higher")) for lv in levels}
+
+
 def calibrated_rates(
     calibration_good_scores: Sequence[float],
     scores: Sequence[float],
@@ -106,13 +115,13 @@ def calibrated_rates(
     is flagged when its score is strictly greater. Returns per level ``{"threshold", "fpr"`` (share
     of test good images flagged), ``"fnr"`` (share of test defective images not flagged)``}``.
     """
-    cal = np.asarray(calibration_good_scores, dtype=np.float64).ravel()
-    if len(cal) == 0:
+    if len(np.asarray(calibration_good_scores).ravel()) == 0:
         raise ValueError("calibrated_rates needs at least one calibration score")
+    thresholds = calibrated_thresholds(calibration_good_scores, levels)
     s, y = _as_arrays(scores, labels)
     out: dict[str, dict[str, float]] = {}
     for lv in levels:
-        threshold = float(np.quantile(cal, lv, method="higher"))
+        threshold = thresholds[str(float(lv))]
         flagged = s > threshold
         fpr = float(flagged[~y].mean()) if (~y).any() else float("nan")
         fnr = float((~flagged[y]).mean()) if y.any() else float("nan")

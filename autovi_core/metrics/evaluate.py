@@ -12,7 +12,7 @@ import numpy as np
 
 from ..dataset import DefectConfig
 from .classification import calibrated_rates, image_ap, image_auroc, tpr_at_tnr
-from .spro import FPR_LIMITS, auc_spro, aupro, pixel_auroc, shared_negative_histograms
+from .spro import FPR_LIMITS, auc_spro, auc_spro_and_curve, aupro, pixel_auroc, shared_negative_histograms
 from .spro_official import auc_spro_official, official_thresholds
 
 MODES = ("exact", "official")
@@ -48,6 +48,7 @@ def evaluate_localisation(
     mode: str = "exact",
     limits: Sequence[float] = FPR_LIMITS,
     seed: int | None = 0,
+    curve_fprs: Sequence[float] | None = None,
 ) -> dict:
     """AUsPRO overall, per defect type and per subdir, plus pixel AUROC and AUPRO@0.3.
 
@@ -58,14 +59,27 @@ def evaluate_localisation(
     official evaluator's refined-threshold curve (sPRO numbers only; pixel AUROC and AUPRO are
     always exact). In official mode the subsets are evaluated at the whole set's refined
     thresholds, as the evaluator does.
+
+    With ``curve_fprs`` (an ascending FPR grid, e.g. ``spro.CURVE_FPRS``) the result also holds
+    ``"spro_curve"``: the whole set's *exact* (FPR, mean sPRO) curve sampled at that grid (see
+    :func:`~.spro.auc_spro_and_curve`) as ``{"fpr": [...], "spro": [...], "mode": "exact"}``, or
+    ``None`` where the curve is undefined. In exact mode it comes from the sweep that computes
+    ``auc_spro``; in official mode one extra exact sweep draws it.
     """
     if mode not in MODES:
         raise ValueError(f"unknown sPRO mode {mode!r}; use one of {MODES}")
     with shared_negative_histograms():  # the subsets below share their good images' negatives
-        return _evaluate_localisation(maps, gt, mode, limits, seed)
+        return _evaluate_localisation(maps, gt, mode, limits, seed, curve_fprs)
 
 
-def _evaluate_localisation(maps: Mapping[str, np.ndarray], gt: GroundTruth, mode: str, limits: Sequence[float], seed: int | None) -> dict:
+def _evaluate_localisation(
+    maps: Mapping[str, np.ndarray],
+    gt: GroundTruth,
+    mode: str,
+    limits: Sequence[float],
+    seed: int | None,
+    curve_fprs: Sequence[float] | None,
+) -> dict:
     keys = _align(maps, gt)
     arrays = [np.asarray(maps[k]) for k in keys]
     cfgs = [[cfg for _, cfg in gt.get(k, ())] for k in keys]
@@ -85,15 +99,26 @@ def _evaluate_localisation(maps: Mapping[str, np.ndarray], gt: GroundTruth, mode
     dirs = sorted({_subdir(k) for k in keys} - {GOOD_DIR})
     per_dir = {d: subset(good + [i for i, k in enumerate(keys) if _subdir(k) == d]) for d in dirs}
 
+    curve = None
+    if curve_fprs is None:
+        overall = _auc(mode, arrays, channels, limits, seed, thresholds=thresholds)
+    elif mode == "exact":
+        overall, curve = auc_spro_and_curve(arrays, channels, limits, curve_fprs)
+    else:
+        overall = _auc(mode, arrays, channels, limits, seed, thresholds=thresholds)
+        curve = auc_spro_and_curve(arrays, channels, limits, curve_fprs)[1]
     unions = [_union(ch, a.shape) for ch, a in zip(channels, arrays)]
-    return {
+    out = {
         "mode": mode,
-        "auc_spro": _auc(mode, arrays, channels, limits, seed, thresholds=thresholds),
+        "auc_spro": overall,
         "per_defect_type": per_type,
         "per_subdir": per_dir,
         "pixel_auroc": pixel_auroc(arrays, unions),
         "aupro_0.3": aupro(arrays, unions, 0.3),
     }
+    if curve_fprs is not None:
+        out["spro_curve"] = None if curve is None else {"fpr": curve[0].tolist(), "spro": curve[1].tolist(), "mode": "exact"}
+    return out
 
 
 def _union(channels: Sequence[tuple[np.ndarray, int]], shape: tuple[int, ...]) -> np.ndarray | None:

@@ -6,7 +6,8 @@ greater than the threshold, so the curves are the true step curves (no threshold
 Data flow: the scores of all *negative* pixels (outside the union of an image's channels) go into
 one array that is sorted in place (8/16-bit integer maps: a histogram, no sort); the scores of each
 channel's pixels are kept per channel. One compiled sweep over the distinct scores, from the
-highest down, then accumulates the areas for every FPR limit without building the curve.
+highest down, then accumulates the areas for every FPR limit without building the curve (or,
+for :func:`auc_spro_and_curve`, keeping only the curve's vertices at a fixed grid of FPRs).
 
 Conventions:
 
@@ -28,6 +29,11 @@ import numpy as np
 from numba import njit
 
 FPR_LIMITS = (0.01, 0.05, 0.1, 0.3, 1.0)
+
+CURVE_FPRS: tuple[float, ...] = tuple(np.linspace(0.0, 0.05, 151)[1:].tolist() + np.linspace(0.05, 1.0, 151)[1:].tolist())
+"""The FPRs a sampled sPRO curve (:func:`auc_spro_and_curve`) is kept at: 300 values, 150 linearly
+spaced in (0, 0.05] (step 1/3000, where the AUsPRO limits 0.01 and 0.05 look) and 150 in
+(0.05, 1] (step 0.95/150); with the start and end points at most 302 points."""
 
 Channel = tuple[np.ndarray, int]
 
@@ -195,10 +201,13 @@ def _global_positive_order(px: PixelData) -> tuple[np.ndarray, np.ndarray]:
 # compiled sweep
 # --------------------------------------------------------------------------------------------
 @njit(cache=True)
-def _sweep(neg, neg_counts, n_neg, pos, pos_ch, sat, limits, record):
+def _sweep(neg, neg_counts, n_neg, pos, pos_ch, sat, limits, record, grid):
     """Descending sweep over distinct scores; returns (areas per limit, curve x, curve y).
 
-    Areas are raw (not divided by the limit). The curve is only filled when ``record``.
+    Areas are raw (not divided by the limit). The curve holds every vertex when ``record``; else,
+    with a non-empty ascending ``grid`` of FPRs, only the starting point, the first vertex whose
+    FPR is >= each grid value and the last vertex (memory O(len(grid))); else just the start.
+    Recording never changes the areas: the same points are accumulated in the same order.
     """
     n_ch = sat.shape[0]
     use_counts = neg_counts.shape[0] > 0
@@ -214,7 +223,9 @@ def _sweep(neg, neg_counts, n_neg, pos, pos_ch, sat, limits, record):
             total += 1.0
         else:
             inv[c] = 1.0 / sat[c]
-    cap = neg.shape[0] + pos.shape[0] + 1 if record else 1
+    n_grid = grid.shape[0]
+    sample = not record and n_grid > 0
+    cap = neg.shape[0] + pos.shape[0] + 1 if record else n_grid + 2
     xs = np.zeros(cap)
     ys = np.zeros(cap)
     px = 0.0
@@ -225,7 +236,9 @@ def _sweep(neg, neg_counts, n_neg, pos, pos_ch, sat, limits, record):
     i = neg.shape[0] - 1
     j = pos.shape[0] - 1
     n_done = 0
-    while (i >= 0 or j >= 0) and n_done < n_lim:
+    g = 0  # next grid value to reach
+    last_kept = True  # whether the latest vertex is in the curve
+    while (i >= 0 or j >= 0) and (n_done < n_lim or record or sample):
         if i < 0:
             v = pos[j]
         elif j < 0:
@@ -260,12 +273,21 @@ def _sweep(neg, neg_counts, n_neg, pos, pos_ch, sat, limits, record):
                     areas[k] += 0.5 * (y_lim + py) * (lim - px)
                 done[k] = True
                 n_done += 1
-        if record:
+        keep = record
+        while sample and g < n_grid and x >= grid[g]:
+            g += 1
+            keep = True
+        if keep:
             xs[n_pts] = x
             ys[n_pts] = y
             n_pts += 1
+        last_kept = keep
         px = x
         py = y
+    if sample and not last_kept:
+        xs[n_pts] = px
+        ys[n_pts] = py
+        n_pts += 1
     return areas, xs[:n_pts], ys[:n_pts]
 
 
@@ -297,10 +319,11 @@ def _rank_auc(neg, neg_counts, n_neg, pos):
     return u / (float(pos.shape[0]) * float(n_neg))
 
 
-def _run_sweep(px: PixelData, limits: Sequence[float], record: bool):
+def _run_sweep(px: PixelData, limits: Sequence[float], record: bool, grid: np.ndarray | None = None):
     pos, ids = _global_positive_order(px)
     lim = np.asarray(limits, dtype=np.float64)
-    return _sweep(px.neg_values, px.counts_array(), px.n_neg, pos, ids, px.sat, lim, record)
+    grid = np.empty(0, dtype=np.float64) if grid is None else grid
+    return _sweep(px.neg_values, px.counts_array(), px.n_neg, pos, ids, px.sat, lim, record, grid)
 
 
 def _areas_to_dict(px: PixelData, limits: Sequence[float]) -> dict[str, float]:
@@ -308,6 +331,13 @@ def _areas_to_dict(px: PixelData, limits: Sequence[float]) -> dict[str, float]:
         return {str(float(lim)): float("nan") for lim in limits}
     areas, _, _ = _run_sweep(px, limits, record=False)
     return {str(float(lim)): float(a / lim) for lim, a in zip(limits, areas)}
+
+
+def _fpr_grid(fprs: Sequence[float]) -> np.ndarray:
+    grid = np.asarray(fprs, dtype=np.float64)
+    if grid.ndim != 1 or len(grid) == 0 or not np.isfinite(grid).all() or np.any(np.diff(grid) <= 0):
+        raise ValueError("the curve's FPR grid must be a non-empty, strictly ascending 1-D sequence of finite numbers")
+    return grid
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,13 +369,37 @@ def spro_curve(
     """The exact (FPR, mean sPRO) curve from (0, sPRO above the maximum) to FPR 1.
 
     One point per distinct score plus the starting point; memory grows with the number of
-    distinct scores, so use it for small inputs and plots.
+    distinct scores, so use it for small inputs and plots (:func:`auc_spro_and_curve` samples it).
     """
     px = prepare(maps, channels, counted)
     if px.n_neg == 0 or px.n_channels == 0:
         raise ValueError("the sPRO curve needs at least one negative pixel and one channel")
     _, xs, ys = _run_sweep(px, (2.0,), record=True)
     return xs, ys
+
+
+def auc_spro_and_curve(
+    maps: Sequence[np.ndarray],
+    channels: Sequence[Sequence[Channel]],
+    limits: Sequence[float] = FPR_LIMITS,
+    fprs: Sequence[float] = CURVE_FPRS,
+    *,
+    counted: Sequence[Sequence[bool]] | None = None,
+) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`auc_spro` (the same numbers, to the bit) and, from the same sweep, the exact curve
+    sampled at the ascending FPR grid ``fprs``.
+
+    The sampled curve keeps the exact curve's starting point (FPR 0), for each grid value the
+    first vertex whose FPR is >= it, and the last vertex (FPR 1): at most ``len(fprs) + 2``
+    points, each one a vertex of :func:`spro_curve`. The curve is ``None`` where the AUCs are
+    ``nan`` (no negative pixel or no channel).
+    """
+    grid = _fpr_grid(fprs)
+    px = prepare(maps, channels, counted)
+    if px.n_neg == 0 or px.n_channels == 0:
+        return {str(float(lim)): float("nan") for lim in limits}, None
+    areas, xs, ys = _run_sweep(px, limits, record=False, grid=grid)
+    return {str(float(lim)): float(a / lim) for lim, a in zip(limits, areas)}, (xs, ys)
 
 
 def auc_from_curve(fpr: np.ndarray, y: np.ndarray, limit: float) -> float:

@@ -42,12 +42,14 @@ class Localisation(Metric):
 
     def compute(self, data: EvaluationData) -> dict[str, Any]:
         from .evaluate import evaluate_localisation
+        from .spro import CURVE_FPRS
 
         if data.maps is None or data.channels is None:
             raise DataError(f"metric {self.name!r} needs ground-truth masks and anomaly maps; this data has none")
         maps = dict(zip(data.keys, data.maps))
         gt = dict(zip(data.keys, data.channels))
-        return evaluate_localisation(maps, gt, mode=data.spro_mode, seed=data.seed)
+        curve_fprs = CURVE_FPRS if data.spro_curve else None  # the runner takes the curve out of the metrics
+        return evaluate_localisation(maps, gt, mode=data.spro_mode, seed=data.seed, curve_fprs=curve_fprs)
 
 
 STANDARD_METRICS: tuple[type[Metric], ...] = (ImageClassification, Localisation)
