@@ -404,21 +404,16 @@ def render_csv(table: Table) -> str:
     return out.getvalue()
 
 
-def render_html(table: Table) -> str:
-    """A minimal self-contained HTML page with the table; best and tied-best cells in <b>."""
+def render_html_table(table: Table, rows: Iterable[Row] | None = None) -> str:
+    """The table alone (an HTML ``<table>`` plus its notes), for embedding; ``rows`` picks rows (default all)."""
     e = html.escape
     n_max = _n_max(table)
     parts = [
-        "<!DOCTYPE html>",
-        '<html><head><meta charset="utf-8">',
-        f"<title>{e(table.metric)}</title>",
-        "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}td.v{text-align:right}</style>",
-        "</head><body>",
         "<table>",
         f"<caption>{e(_caption(table))}</caption>",
         "<tr><th>dataset</th><th>category</th>" + "".join(f"<th>{e(m)}</th>" for m in table.methods) + "</tr>",
     ]
-    for row in table.rows:
+    for row in table.rows if rows is None else rows:
         label = f"<b>{MEAN_ROW}</b>" if row.is_mean else e(row.category)
         tds = []
         for method in table.methods:
@@ -430,7 +425,20 @@ def render_html(table: Table) -> str:
         parts.append(f"<tr><td>{e(row.dataset)}</td><td>{label}</td>{''.join(tds)}</tr>")
     parts.append("</table>")
     parts.extend(f"<p>{e(note)}</p>" for note in _notes(table))
-    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_html(table: Table) -> str:
+    """A minimal self-contained HTML page with the table; best and tied-best cells in <b>."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>{html.escape(table.metric)}</title>",
+        "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}td.v{text-align:right}</style>",
+        "</head><body>",
+        render_html_table(table),
+        "</body></html>",
+    ]
     return "\n".join(parts) + "\n"
 
 
