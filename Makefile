@@ -11,9 +11,17 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 # Re-install only when a project file changed.
 INSTALL_INPUTS := pyproject.toml $(wildcard plugins/*/pyproject.toml) $(wildcard examples/*/pyproject.toml)
 
-.PHONY: install test run bench clean
+.PHONY: install test run bench clean browser
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Headless Chromium from Debian's packages, for the HTML report's browser test (tests/test_report_browser.py);
+# where apt cannot install it (not root, no apt), that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 && \
+	  { echo "installing Debian's chromium (the report's browser test)"; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "note: chromium could not be installed here; the HTML report's browser test will be skipped"
 
 # The CUDA build of torch alone is about 5.5 GB in the venv: stop with a clear message, not pip's OSError half-way.
 MIN_FREE_GB ?= 8
@@ -40,8 +48,9 @@ RUN_DIR ?= runs/make-run-$(shell date +%Y%m%d-%H%M%S)
 EXECUTOR ?= local
 
 run: install
-	$(BIN)/autovi run --all-plugins --executor $(EXECUTOR) --output $(RUN_DIR)
+	$(BIN)/autovi run --all-plugins --save-maps --executor $(EXECUTOR) --output $(RUN_DIR)
 	$(BIN)/autovi report $(RUN_DIR)
+	$(BIN)/autovi report $(RUN_DIR) --format html
 
 bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-columns=min,mean,max,rounds
