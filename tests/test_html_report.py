@@ -353,3 +353,35 @@ def test_report_of_a_real_run(tmp_path, capsys, monkeypatch, example_plugin):
         assert any(i["alt"].startswith(f"pixel_gaussian anomaly map over the image for {key}") for i in page.images)
     for name in ("roc_pr.png", "spro.png", "histograms.png"):
         assert any(i["src"].endswith(name) for i in page.images)
+
+
+# A results.jsonl line as autovi-core 0.2 wrote it: no experiment file, no provenance, no API
+# version, weights_source inside hparams, timing without latency or GPU memory.
+RECORD_0_2 = {
+    "detector": "patchcore",
+    "dataset": "autovi",
+    "category": "pipe_clip",
+    "seed": 0,
+    "profile": "paper",
+    "status": "ok",
+    "error": None,
+    "overrides": {},
+    "supervised": False,
+    "metrics": {"image_auroc": 0.733, "image_ap": 0.56, "auc_spro": {"0.05": 0.41, "1.0": 0.8}, "pixel_auroc": 0.95},
+    "timing": {"fit_s": 662.0, "predict_images_per_s": 12.2, "peak_rss_mb": 2800.0},
+    "hparams": {"backbone": "wide_resnet50_2", "weights_source": "timm cache"},
+    "versions": {"autovi-core": "0.2.0", "plugin": "0.2.0", "torch": "2.3.0"},
+    "device": "cpu",
+}
+
+
+def test_a_results_file_from_autovi_0_2_renders_what_it_can(tmp_path):
+    lines = [json.dumps(RECORD_0_2), json.dumps(dict(RECORD_0_2, seed=1, status="failed", error="out of memory")), '{"detector": "pa']
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    index = write_html_report(tmp_path)
+    page, text = _page(index), index.read_text()
+    assert "73.3" in text and "41.0" in text and "95.0" in text  # the 0.2 numbers reach the tables
+    assert "records without an experiment file" in page.notes and "patchcore/autovi/pipe_clip/seed0" in page.notes
+    assert "out of memory" in page.notes and "unreadable" in page.notes
+    assert [i["src"] for i in page.images] == ["img/timing.png"]
+    assert (index.parent / "img" / "timing.png").stat().st_size > 1000
