@@ -1,4 +1,4 @@
-"""The ``autovi`` command line: list, describe, run, evaluate, report, new-plugin (see docs/cli.md for the contract)."""
+"""The ``autovi`` command line: list, describe, run, fit, predict, evaluate, report, new-plugin (see docs/cli.md for the contract)."""
 
 from __future__ import annotations
 
@@ -219,6 +219,9 @@ def run(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output, skipping experiments already ok."),
     save_maps: bool = typer.Option(False, "--save-maps", help="Also write anomaly maps (8-bit PNG + float TIFF)."),
+    save_models: bool = typer.Option(
+        False, "--save-models", help="Also write each fitted detector with its calibration to DIR/models/ (for autovi predict)."
+    ),
     backbone: str | None = typer.Option(None, "--backbone", help="Pretrained backbone for detectors that use one."),
     weights: Path | None = typer.Option(None, "--weights", help="Weights file for that backbone."),
     set_: list[str] = typer.Option([], "--set", help="Override a hyperparameter: KEY=VALUE (repeatable)."),
@@ -269,6 +272,8 @@ def run(
         if weights is not None and not weights.is_file():
             raise ConfigError(f"--weights {weights}: no such file")
     common = {"device": device, "save_maps": save_maps, "output_dir": str(out_dir), "spro_mode": spro_mode}
+    if save_models:
+        common["save_models"] = True
     seeds, categories = list(dict.fromkeys(seed or [0])), list(dict.fromkeys(category))  # each experiment once
     tasks = _build_tasks(registry, names, dataset, root, categories, seeds, profile, _parse_sets(set_), backbone, weights, common)
     results_path = out_dir / RESULTS_FILE
@@ -335,14 +340,24 @@ def report(
     run_dir: Path = typer.Argument(..., help="Run directory (or its results.jsonl)."),
     fmt: str = typer.Option("md", "--format", help="md, csv or html."),
     metric: str = typer.Option("image_auroc", "--metric", help="Metric path, e.g. auc_spro.0.05 or timing.fit_s."),
-    output: Path | None = typer.Option(None, "--output", help="Write the table to this file too."),
+    output: Path | None = typer.Option(
+        None, "--output", help="md/csv: write the table to this file too. html: the report folder (default DIR/report)."
+    ),
 ) -> None:
-    """Tables over a results file: categories x methods, mean +- std over seeds, best marked (Welch, 5%)."""
+    """Tables over a results file: categories x methods, mean +- std over seeds, best marked (Welch, 5%).
+
+    With --format html: a folder with index.html (tables, ROC/PR/sPRO curves, score histograms, anomaly
+    maps, failure galleries, timing) viewable offline; prints the index.html path. Needs the report extra.
+    """
     from .options import REPORT, check_options
     from .report import metric_paths, render
     from .results import load_results
 
     check_options(REPORT, {"--format": fmt})
+    if fmt == "html":
+        from .html_report import require_matplotlib
+
+        require_matplotlib()
 
     records, unreadable = load_results(run_dir)
     if unreadable:
@@ -350,6 +365,12 @@ def report(
     known = metric_paths(records)
     if known and metric not in known:
         raise ConfigError(f"--metric {metric!r}: no such metric in {run_dir}; available: {', '.join(known)}")
+    if fmt == "html":
+        from .html_report import DEFAULT_METRICS, write_html_report
+
+        metrics = DEFAULT_METRICS if metric in DEFAULT_METRICS else (*DEFAULT_METRICS, metric)
+        print(write_html_report(run_dir, output, metrics))
+        return
     text = render(records, metric, fmt, unreadable=unreadable)
     print(text)
     if output is not None:
@@ -378,6 +399,93 @@ def new_plugin(
         highlight=False,
         soft_wrap=True,
     )
+
+
+# --- fit and predict (docs/deploy.md) --------------------------------------------------------------
+@app.command()
+def fit(
+    detector: str = typer.Option(..., "--detector", "-d", help="Detector to fit (see autovi list)."),
+    root: Path = typer.Option(..., "--root", help="A folder of good images, or a folder-layout dataset (<cat>/train/good)."),
+    category: str | None = typer.Option(None, "--category", "-c", help="The category, when --root is a folder-layout dataset."),
+    output: Path = typer.Option(..., "--output", "-o", help="Model folder to write (replaced if it is one already)."),
+    profile: str = typer.Option("fast", "--profile", help="Hyperparameter profile: paper or fast."),
+    set_: list[str] = typer.Option([], "--set", help="Override a hyperparameter: KEY=VALUE (repeatable)."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Seed of the fit and of the calibration hold-out."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    holdout: float = typer.Option(0.1, "--holdout", help="Share of the good images held out to calibrate thresholds (at least 1)."),
+) -> None:
+    """Fit one detector on a folder of good images and write a model folder for autovi predict."""
+    from .deploy import fit_model
+    from .model_folder import CALIBRATION_FILE, LEVELS, level_key
+
+    def log(message: str) -> None:
+        err_console.print(message, highlight=False, soft_wrap=True)
+
+    path = fit_model(
+        detector=detector,
+        root=root,
+        category=category,
+        output=output,
+        profile=profile,
+        overrides=_parse_sets(set_),
+        seed=seed,
+        device=device,
+        holdout=holdout,
+        log=log,
+    )
+    thresholds = json.loads((path / CALIBRATION_FILE).read_text(encoding="utf-8"))["calibration"].get("thresholds")
+    if thresholds:
+        shown = ", ".join(f"{level:.0%}: {thresholds[level_key(level)]:.6g}" for level in LEVELS)
+        console.print(f"calibrated image-score thresholds: {shown}", highlight=False)
+    console.print(f"model: {path}", highlight=False)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Model folder (autovi fit, or DIR/models/... of autovi run --save-models)."),
+    images: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) and glob patterns."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for predictions.jsonl, predictions.csv and the maps."),
+    threshold: str = typer.Option("0.99", "--threshold", help="Calibrated level 0.99, 0.95 or 0.9, or an image-score threshold."),
+    maps: str = typer.Option("none", "--maps", help="Maps to write: none, tiff, png, overlay or all."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images decoded and predicted at once."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    fail_on_defect: bool = typer.Option(
+        False, "--fail-on-defect", help="Exit 1 when an image is flagged defective (or could not be predicted)."
+    ),
+) -> None:
+    """Score images with a model folder: a verdict per image (defective when its score > the threshold), optional maps."""
+    from .deploy import PREDICT_OPTIONS, expand_inputs, map_kinds, predict_folder
+    from .device import resolve_device
+    from .model_folder import load_model_folder
+    from .options import check_options
+
+    check_options(PREDICT_OPTIONS, {"--maps": maps, "--batch-size": batch_size, "--device": device})
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output}: exists and is not a folder")
+    loaded = load_model_folder(model, device=resolve_device(device))
+    for note in loaded.notes:
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    value, described = loaded.threshold(threshold)
+    found = expand_inputs(images, exclude=output)
+    if not found.items:
+        raise DataError(f"nothing to predict: {'; '.join(found.warnings)}")
+    for warning in found.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+    def log(message: str) -> None:
+        err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+    summary = predict_folder(loaded, found.items, output, threshold=value, maps=map_kinds(maps), batch_size=batch_size, log=log)
+    console.print(
+        f"{summary.images} image(s): {summary.defective} defective, {summary.good} good, {summary.errors} not predicted; "
+        f"threshold {value:.6g} ({described})",
+        highlight=False,
+    )
+    console.print(f"predictions: {output / 'predictions.jsonl'}", highlight=False)
+    if summary.errors == summary.images:
+        raise DataError(f"none of the {summary.images} image(s) could be predicted; first: {summary.first_error}")
+    if fail_on_defect and (summary.defective or summary.errors):
+        raise typer.Exit(1)
 
 
 def _fast_list(argv: list[str]) -> bool:
@@ -417,7 +525,9 @@ def main() -> None:
     except AutoviError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # a message may hold brackets, e.g. autovi-core[report]
+
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as exc:  # usage errors and anything unexpected
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click/typer usage errors

@@ -11,14 +11,15 @@ Subclass :class:`DetectorConformance` in your plugin's tests and name your detec
 It checks, on a small generated inspection category: registration and declared profiles, fit and
 predict shapes and dtypes, maps at any requested resolution, finite outputs, batch invariance,
 determinism under a seed (a new detector and a refit of the same one), the save/load round trip
-(provenance included), the hyperparameter declaration (every value drawn outside a domain is
-refused by name, every value inside constructs, ``--set`` strings parse; with ``readme`` set, the
-README's table is the generated one), the life cycle (predict before fit
-raises :class:`~autovi_core.errors.NotFittedError`, ``fitted`` is read-only, fit leaves
-``hparams`` as chosen, ``provenance`` is JSON), that registering the plugin imports no torch and,
-for supervised detectors, that labelled defects are accepted. Set ``min_auroc`` to also require
-that the detector separates defective from good images better than chance, and
-``min_pixel_auroc`` that its maps localise the defects (pixel AUROC against the ground-truth masks).
+(provenance included), the model folder (``autovi predict`` gives the detector's scores back), the
+hyperparameter declaration (every value drawn outside a domain is refused by name, every value
+inside constructs, ``--set`` strings parse; with ``readme`` set, the README's table is the generated
+one), the life cycle (predict before fit raises :class:`~autovi_core.errors.NotFittedError`,
+``fitted`` is read-only, fit leaves ``hparams`` as chosen, ``provenance`` is JSON), that registering
+the plugin imports no torch and, for supervised detectors, that labelled defects are accepted. Set
+``min_auroc`` to also require that the detector separates defective from good images better than
+chance, and ``min_pixel_auroc`` that its maps localise the defects (pixel AUROC against the
+ground-truth masks).
 
 Most checks reuse one fitted detector per test class; only the determinism checks fit again.
 """
@@ -375,6 +376,38 @@ class DetectorConformance:
         np.testing.assert_allclose(again.maps, prediction.maps, rtol=1e-4, atol=1e-5)
         assert loaded.hparams == fitted.hparams
         assert loaded.provenance == json.loads(json.dumps(fitted.provenance)), "provenance did not survive save/load"
+
+    def test_model_folder_predicts_as_the_detector(
+        self, fitted: Detector, prediction: Prediction, data: ConformanceData, tmp_path: Path
+    ) -> None:
+        """The fitted detector saved as a model folder (what ``autovi fit`` and ``autovi run
+        --save-models`` write) and run through ``autovi predict``'s path (images read from their
+        files, in batches of 5, maps at each image's size) gives the detector's own image scores, and
+        verdicts by the saved calibration."""
+        from ..deploy import predict_folder
+        from ..model_folder import calibration_section, geometry_section, load_model_folder, save_model_folder
+
+        good = [i for i, label in enumerate(data.labels) if label == 0]
+        calibration = calibration_section(prediction.scores[good], [prediction.maps[i] for i in good])
+        geometry = geometry_section([image.shape for image in data.train], [image.shape[:2] for image in data.train])
+        folder = save_model_folder(
+            tmp_path / "model", fitted, calibration=calibration, geometry=geometry, training={"command": "conformance"}
+        )
+        model = load_model_folder(folder, device=self.device)
+        threshold, _ = model.threshold("0.95")
+        assert threshold == calibration["thresholds"]["0.95"]
+        items = [(s.path, data.category.relative_path(s)) for s in data.category.test]
+        summary = predict_folder(model, items, tmp_path / "out", threshold=threshold, batch_size=5)
+        rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert summary.errors == 0, [r["error"] for r in rows if r["error"]]
+        assert [r["path"] for r in rows] == [str(path) for path, _ in items]
+        scores = np.array([r["score"] for r in rows])
+        scale = max(1.0, float(np.abs(prediction.scores).max()))
+        np.testing.assert_allclose(
+            scores, prediction.scores, rtol=1e-4, atol=1e-5 * scale, err_msg="model folder vs detector: image scores differ"
+        )
+        assert [r["verdict"] for r in rows] == ["defective" if s > threshold else "good" for s in scores]
+        assert all(r["notes"] == [] for r in rows), [r["notes"] for r in rows if r["notes"]]
 
     def test_separates_defective_from_good(self, prediction: Prediction, data: ConformanceData) -> None:
         if self.min_auroc is None:
