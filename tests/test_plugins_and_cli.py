@@ -130,6 +130,7 @@ def test_run_writes_contract_results_and_resumes(tmp_path, example_plugin):
     timing = r["timing"]
     assert timing["fit_s"] > 0 and timing["predict_images_per_s"] > 0 and timing["peak_rss_mb"] > 10
     assert timing["batch1_latency_ms"] > 0
+    assert timing["evaluate_s"] > 0  # the in-memory metric computation alone
     assert r["torch_threads"] is None or r["torch_threads"] >= 1  # null when no plugin imported torch
     assert r["versions"]["autovi-core"] and r["versions"]["plugin"] == "0.1.0"
     maps = out / "maps" / "pixel_gaussian" / "clip_assembly" / "seed0" / "test"
