@@ -31,7 +31,7 @@ $(STAMP): $(INSTALL_INPUTS)
 	  { echo "make install: $$free GB free here; a new .venv needs about $(MIN_FREE_GB) GB (torch's CUDA build). Free some space or set MIN_FREE_GB."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e ".[test,ray,report]"
+	$(BIN)/python -m pip install -q -e ".[test,ray,report,onnx]"
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip uninstall -q -y autovi-example-detector 2>/dev/null || true  # the example plugin before 1.0 (tests/example_plugin)
 	$(BIN)/python -m pip install -q --no-build-isolation $(foreach p,$(EXAMPLES) $(PLUGINS),-e $(p))

@@ -1,4 +1,4 @@
-"""The ``autovi`` command line: list, describe, run, fit, predict, evaluate, report, new-plugin (see docs/cli.md for the contract)."""
+"""The ``autovi`` command line: list, describe, run, fit, predict, export, evaluate, report, new-plugin (docs/cli.md: the contract)."""
 
 from __future__ import annotations
 
@@ -456,13 +456,15 @@ def predict(
     """Score images with a model folder: a verdict per image (defective when its score > the threshold), optional maps."""
     from .deploy import PREDICT_OPTIONS, expand_inputs, map_kinds, predict_folder
     from .device import resolve_device
+    from .export import is_exported, load_exported
     from .model_folder import load_model_folder
     from .options import check_options
 
     check_options(PREDICT_OPTIONS, {"--maps": maps, "--batch-size": batch_size, "--device": device})
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {output}: exists and is not a folder")
-    loaded = load_model_folder(model, device=resolve_device(device))
+    # an exported folder (autovi export) runs through onnxruntime on the CPU
+    loaded = load_exported(model) if is_exported(model) else load_model_folder(model, device=resolve_device(device))
     for note in loaded.notes:
         err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
     value, described = loaded.threshold(threshold)
@@ -486,6 +488,22 @@ def predict(
         raise DataError(f"none of the {summary.images} image(s) could be predicted; first: {summary.first_error}")
     if fail_on_defect and (summary.defective or summary.errors):
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    model: Path = typer.Argument(..., help="Model folder (autovi fit, or DIR/models/... of autovi run --save-models)."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format: onnx, or openvino (OpenVINO IR, needs the openvino package)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Folder to write (default MODEL_DIR-FORMAT; replaced if an export)."),
+) -> None:
+    """Export a model folder's inference path to ONNX, for autovi predict through onnxruntime (docs/deploy.md)."""
+    from .export import export_model
+
+    def log(message: str) -> None:
+        err_console.print(message, highlight=False, soft_wrap=True)
+
+    path = export_model(model, fmt=fmt, output=output, log=log)
+    console.print(f"exported: {path}", highlight=False)
 
 
 def _fast_list(argv: list[str]) -> bool:

@@ -268,6 +268,16 @@ class Detector(ABC):
     def load_extra(self, directory: Path) -> None:  # noqa: B027 - an optional hook, empty by default
         """Read what :meth:`save_extra` wrote; called after :meth:`load_state_dict`."""
 
+    def export_module(self) -> Any:
+        """The inference path as a torch module, for ``autovi export`` (docs/deploy.md, 'Exporting to ONNX').
+
+        A detector that can be exported returns an :class:`autovi_core.export.ExportPlan`: a module
+        taking ``(N, H, W, 3)`` uint8 RGB images of one size and returning ``(scores (N,), maps (N, H, W))``
+        exactly as :meth:`predict` does at ``output_size=(H, W)``, with its learned state as constants,
+        and the steps it computes otherwise than :meth:`infer` (``substitutions``). The default refuses;
+        a detector that cannot be exported says why in its own override."""
+        raise ConfigError(f"detector {self.name!r} has no export path (it does not implement Detector.export_module)")
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` (hyperparameters, provenance, versions), ``state.npz`` and
         :meth:`save_extra` files into directory ``path``.

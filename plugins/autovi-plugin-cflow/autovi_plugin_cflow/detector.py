@@ -198,6 +198,25 @@ class CFlow(Detector):
         maps = InputGeometry(size).maps_to_frame(grids, output_size, sigma=0.0)
         return Prediction(scores=scores.numpy(), maps=maps)
 
+    def export_module(self) -> Any:
+        """The whole of :meth:`infer` as one graph for ``autovi export`` (:mod:`.export`)."""
+        from autovi_core.backbones.graph import FeatureTaps
+        from autovi_core.export import ExportPlan
+
+        from .export import CFlowGraph
+
+        self.check_fitted("export")
+        hp, encoder = self.hparams, self._encoder()
+        size = int(hp["image_size"])
+        grids = [(size // encoder.strides[name], size // encoder.strides[name]) for name in encoder.layers]
+        module = CFlowGraph(FeatureTaps(encoder), self.flows, self.normaliser, size, int(hp["condition_dims"]), grids)
+        steps = [
+            f"resize to {size} px, ImageNet normalisation; encoder {hp['backbone']} layers {', '.join(encoder.layers)}",
+            f"per layer: log-likelihood of every fibre under its {hp['coupling_blocks']}-block conditional flow (weights as constants)",
+            "exp(log p / C - normaliser) clamped at 1, upsampled and summed; map = layers - sum, image score = its maximum",
+        ]
+        return ExportPlan(module, steps=steps, substitutions=[])
+
     # --- persistence ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         self.check_fitted()

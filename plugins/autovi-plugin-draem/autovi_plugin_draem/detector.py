@@ -344,6 +344,26 @@ class DRAEM(Detector):
                 maps.append(F.interpolate(amap, size=tuple(output_size), mode="bilinear", align_corners=False)[:, 0].cpu())
             return Prediction(scores=torch.cat(scores).double().numpy(), maps=torch.cat(maps).numpy())
 
+    def export_module(self) -> Any:
+        """The whole of :meth:`infer` as one graph for ``autovi export`` (:mod:`.export`)."""
+        from autovi_core.export import ExportPlan
+
+        from .export import DRAEMGraph
+
+        self.check_fitted("export")
+        hp = self.hparams
+        size, pool = int(hp["image_size"]), int(hp["score_pool"])
+        steps = [
+            f"bilinear resize to {size} px, values in [0, 1]",
+            "reconstructive and discriminative networks (weights as constants), softmax of the anomaly channel",
+            f"image score: the maximum of the map's {pool}x{pool} mean; map resized bilinearly to the image's size",
+        ]
+        substitutions = [
+            f"resize to {size} px: Pillow's 8-bit bilinear filter replaced by the antialiased bilinear filter rounded to 8 bits "
+            "(one grey level apart at some pixels; images already at that size are not resampled)"
+        ]
+        return ExportPlan(DRAEMGraph(self.recon, self.disc, size, pool), steps=steps, substitutions=substitutions)
+
     # --- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         from autovi_core.training import module_state_to_numpy

@@ -278,6 +278,22 @@ class EfficientAD(Detector):
         """The fused batch-1 path: an ImageNet-unnormalised (1, 3, S, S) tensor in [0, 1] -> (1, h, w) map grid."""
         return self.model.anomaly_grid(image)
 
+    def export_module(self) -> Any:
+        """The whole of :meth:`infer` as one graph for ``autovi export`` (:mod:`.export`)."""
+        from autovi_core.export import ExportPlan
+
+        from .export import EfficientADGraph
+
+        self.check_fitted("export")
+        hp, size = self.hparams, int(self.hparams["image_size"])
+        steps = [
+            f"antialiased resize to {size} px rounded to 8 bits, ImageNet normalisation",
+            f"teacher, student ({hp['model_size']} PDNs, {hp['out_channels']} channels) and autoencoder (weights as constants)",
+            "map_ST and map_AE normalised by the saved quantiles and averaged; image score = the grid's maximum",
+            "unseen border cells replicated, bilinear upsampling to the input and to the image's size",
+        ]
+        return ExportPlan(EfficientADGraph(self.model, size), steps=steps, substitutions=[])
+
     # --- persistence ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         self.check_fitted()

@@ -203,6 +203,27 @@ class PaDiM(Detector):
             maps.append(geometry.to_frame(smooth, output_size))
         return Prediction(scores=np.concatenate(scores), maps=np.concatenate(maps))
 
+    def export_module(self) -> Any:
+        """The whole of :meth:`infer` as one graph for ``autovi export`` (:mod:`.export`)."""
+        from autovi_core.backbones.graph import FeatureTaps
+        from autovi_core.export import ExportPlan
+
+        from .export import PaDiMGraph
+
+        self.check_fitted("export")
+        geometry = self._geometry()
+        sigma = float(self.hparams["blur_sigma"]) * geometry.size / 224.0
+        taps = FeatureTaps(self._feature_extractor())
+        module = PaDiMGraph(taps, geometry, self.channels, self.mean, self.inv_cov, self.grid, sigma)
+        steps = [
+            f"resize to {geometry.resize}" + (f", centre crop {geometry.crop}" if geometry.crop else "") + ", ImageNet normalisation",
+            f"backbone {self.hparams['backbone']} layers {', '.join(taps.layers)} (weights as constants), {len(self.channels)} channels",
+            f"Mahalanobis distance to {self.mean.shape[0]} per-position Gaussians (means, inverse covariances as constants)",
+            f"bilinear upsampling to {geometry.size} px, Gaussian blur sigma {sigma:g} px, image score = the map's maximum",
+            "map placed in the full frame and resized to the image's size",
+        ]
+        return ExportPlan(module, steps=steps, substitutions=[])
+
     # --- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         self.check_fitted()

@@ -190,3 +190,100 @@ def test_check_hparams_refuses_impossible_combinations(profile: str, overrides: 
 )
 def test_check_hparams_accepts_possible_combinations(profile: str, overrides: dict) -> None:
     PatchCore(profile, **overrides)
+
+
+# --- the pruned greedy (coreset_algorithm="pruned") and the memory check ---------------------------
+def test_pruned_greedy_equals_brute_force_on_2d_points() -> None:
+    from autovi_plugin_patchcore.pruned_greedy import pruned_greedy_k_center
+
+    points = np.random.default_rng(0).normal(size=(300, 2))
+    first = 17
+    initial = np.full(len(points), 1e6)
+    initial[first] = 1e9
+    chosen, min_sq, _ = pruned_greedy_k_center(points, 25, initial)
+    assert chosen.tolist() == brute_force_k_center(points.astype(np.float32).astype(np.float64), 25, first)
+    # the minimum distances it keeps are the true ones to the chosen set (skipped points included)
+    p32 = points.astype(np.float32).astype(np.float64)
+    expected = np.linalg.norm(p32[:, None] - p32[chosen][None], axis=2).min(axis=1) ** 2
+    np.testing.assert_allclose(min_sq, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pruned_selects_what_exact_selects_on_clustered_features(seed: int) -> None:
+    # 4000 points in 24 clusters of 64 dims, projected to 32: both algorithms, seeded, same 400 points
+    generator = torch.Generator().manual_seed(seed)
+    centres = 5 * torch.randn(24, 64, generator=generator)
+    features = centres[torch.arange(4000) % 24] + torch.randn(4000, 64, generator=generator)
+    exact = coreset_indices(features, 0.1, projection_dim=32, seed=seed, algorithm="exact")
+    pruned = coreset_indices(features, 0.1, projection_dim=32, seed=seed, algorithm="pruned")
+    assert torch.equal(exact, pruned)
+
+
+def test_pruned_progress_wrapper_does_not_change_the_selection() -> None:
+    features = torch.randn(3000, 40, generator=torch.Generator().manual_seed(4))
+    seen: list[int] = []
+
+    def steps(r: range):  # noqa: ANN202
+        for step in r:
+            seen.append(step)
+            yield step
+
+    wrapped = coreset_indices(features, 0.05, projection_dim=16, algorithm="pruned", steps=steps)
+    assert torch.equal(wrapped, coreset_indices(features, 0.05, projection_dim=16, algorithm="pruned"))
+    assert seen == list(range(150))
+
+
+def test_coreset_algorithm_is_a_declared_choice() -> None:
+    assert PatchCore.resolve_hparams("paper", {})["coreset_algorithm"] == "pruned"
+    assert PatchCore.resolve_hparams("fast", {"coreset_algorithm": "exact"})["coreset_algorithm"] == "exact"
+    with pytest.raises(ConfigError, match=r"coreset_algorithm='greedy' refused"):
+        PatchCore.resolve_hparams("fast", {"coreset_algorithm": "greedy"})
+
+
+def test_bank_that_does_not_fit_is_refused_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autovi_plugin_patchcore.memory as memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: (100_000, "available system memory"))
+    allocated: list[tuple] = []
+    real_empty = torch.empty
+
+    def spying_empty(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        allocated.append(args)
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", spying_empty)
+    images = [np.full((64, 64, 3), 100 + i, dtype=np.uint8) for i in range(3)]
+    detector = PatchCore("fast", resize=64, batch_size=2)
+    with pytest.raises(ConfigError) as info:
+        detector.fit(images)
+    message = str(info.value)
+    assert "\n" not in message, message
+    # 3 images x 8 x 8 patches x 152 dims (Lite0 blocks.2 + blocks.4) x 4 bytes
+    assert "3 training images x 64 patches = 192 patches x 152 dims x 4 bytes" in message, message
+    for option in ("resize/crop", "target_dim", "coreset_ratio"):
+        assert option in message, message
+    assert not any(args and args[0] == (192, 152) for args in allocated)
+
+
+def test_available_memory_honours_an_address_space_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    import psutil
+    from autovi_plugin_patchcore.memory import available_memory, check_bank_fits
+
+    vms = psutil.Process().memory_info().vms
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (vms + 50 * 2**20, resource.RLIM_INFINITY))
+    available, source = available_memory()
+    assert 0 < available <= 50 * 2**20 + 2**20 and "RLIMIT_AS" in source
+    check_bank_fits("patchcore", 10, 100, 152, 128)  # 1,000 patches: about 1.2 MB
+    with pytest.raises(ConfigError, match=r"= 100,000 patches x 152 dims x 4 bytes = 58.0 MB .*RLIMIT_AS"):
+        check_bank_fits("patchcore", 1000, 100, 152, 128)
+
+
+def test_exact_selection_is_the_one_of_earlier_versions() -> None:
+    # Computed with coreset.py before coreset_algorithm existed (autovi-plugin-patchcore 1.1.0).
+    features = torch.randn(3000, 200, generator=torch.Generator().manual_seed(7))
+    expected = [227, 523, 771, 780, 796, 887, 1017, 1052, 1200, 1264, 1341, 1382, 1532, 1558, 1629]
+    expected += [1702, 1830, 1861, 1947, 2212, 2232, 2314, 2596, 2804, 2824, 2885, 2926, 2928, 2939, 2956]
+    assert coreset_indices(features, 0.01, projection_dim=128, seed=5, algorithm="exact").tolist() == expected
+    assert coreset_indices(features, 0.01, projection_dim=128, seed=5, algorithm="pruned").tolist() == expected

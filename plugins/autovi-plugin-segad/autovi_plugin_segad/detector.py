@@ -462,6 +462,13 @@ class SegAD(Detector):
         scores = self.forest.score(self.features(grid, images))
         return Prediction(scores=scores, maps=np.mean(full, axis=0))
 
+    def export_module(self) -> Any:
+        """Not exportable: the image score comes from an xgboost forest (:mod:`.classifier`), not a torch module."""
+        raise ConfigError(
+            f"detector {self.name!r} is not exportable: its image score comes from an xgboost boosted forest, "
+            "which is not a torch module (no ONNX graph can carry it with the torch path)"
+        )
+
     # --- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         self.check_fitted()
