@@ -164,7 +164,9 @@ def test_cli_export_then_predict_gives_the_torch_verdicts(exported, good_folder:
     onnx_records = [json.loads(line) for line in (tmp_path / "onnx" / "predictions.jsonl").read_text().splitlines()]
     assert [r["verdict"] for r in onnx_records] == [r["verdict"] for r in torch_records]
     assert [r["threshold"] for r in onnx_records] == [r["threshold"] for r in torch_records]
-    assert np.allclose([r["score"] for r in onnx_records], [r["score"] for r in torch_records], rtol=PARITY_RTOL)
+    torch_scores = np.array([r["score"] for r in torch_records])
+    onnx_scores = np.array([r["score"] for r in onnx_records])
+    assert np.abs(onnx_scores - torch_scores).max() <= PARITY_RTOL * np.abs(torch_scores).max()  # relative to the largest score
     assert (tmp_path / "onnx" / "tiff" / "00.tiff").is_file()
 
 

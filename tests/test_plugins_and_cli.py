@@ -208,7 +208,7 @@ def test_failing_plugins_fail_alone(tmp_path, example_plugin, executor):
         "-c",
         "clip_assembly",
         "--timeout",
-        "30",  # `hogs` fills ~3 GB before MemoryError: 8-20 s of page faults on a loaded 2-core machine
+        "90",  # `hogs` fills ~3 GB before MemoryError: 8-20 s of page faults on a loaded 2-core machine
         "--memory-limit",
         "3000",
         "--executor",
