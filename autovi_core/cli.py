@@ -121,6 +121,19 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
+def check_run_options(category: Any, common: dict[str, Any]) -> None:
+    """Refuse ``--crop`` larger than the category's images and ``--train-images`` above its training set."""
+    from .image_io import image_size
+    from .run_options import Window
+
+    if common.get("crop") is not None and category.train:
+        width, height = image_size(category.train[0].path)
+        Window.parse(common["crop"]).check_fits(category.native_size or (height, width), f"category {category.name!r}")
+    n = common.get("train_images")
+    if n is not None and n > len(category.train):
+        raise ConfigError(f"--train-images {n} refused: category {category.name!r} has only {len(category.train)} training images")
+
+
 def _build_tasks(
     registry: Any,
     detectors: list[str],
@@ -144,7 +157,7 @@ def _build_tasks(
     if not chosen:
         raise DataError(f"{resolved_root}: no category of dataset {dataset!r} found there")
     for category in chosen:  # indexes the files (no decoding): layout, masks and defects_config.json errors surface here
-        provider.load_category(resolved_root, category)
+        check_run_options(provider.load_category(resolved_root, category), common)
     for option, value, key in (("--backbone", backbone, "backbone"), ("--weights", weights, "weights")):
         if value is not None and not any(key in registry.detector_class(name).domains() for name in detectors):
             raise ConfigError(f"{option} {value}: none of the detectors {', '.join(detectors)} has a {key!r} hyperparameter")
@@ -236,6 +249,9 @@ def run(
     ray_gpus: float | None = typer.Option(
         None, "--ray-gpus-per-task", help="GPUs Ray reserves per experiment (default 1 if the cluster has GPUs, else 0)."
     ),
+    augment: str | None = typer.Option(None, "--augment", help="Training augmentation: autovi-paper (rotation, noise; paper 6.1)."),
+    train_images: int | None = typer.Option(None, "--train-images", help="Few-shot: train on N images drawn with the seed."),
+    crop: str | None = typer.Option(None, "--crop", help="Cut a centred WxH window from train, test and ground truth, e.g. 200x200."),
 ) -> None:
     """Run every (detector, category, seed) experiment and append results to DIR/results.jsonl."""
     from .executors import make_executor
@@ -246,6 +262,7 @@ def run(
 
     options = {"--seed": seed, "--profile": profile, "--device": device, "--executor": executor, "--spro-mode": spro_mode}
     options |= {"--timeout": timeout, "--memory-limit": memory_limit, "--ray-cpus-per-task": ray_cpus, "--ray-gpus-per-task": ray_gpus}
+    options |= {"--augment": augment, "--train-images": train_images, "--crop": crop}
     check_options(RUN, options)
 
     registry = get_registry()
@@ -274,6 +291,7 @@ def run(
     common = {"device": device, "save_maps": save_maps, "output_dir": str(out_dir), "spro_mode": spro_mode}
     if save_models:
         common["save_models"] = True
+    common |= {k: v for k, v in {"augment": augment, "train_images": train_images, "crop": crop}.items() if v is not None}
     seeds, categories = list(dict.fromkeys(seed or [0])), list(dict.fromkeys(category))  # each experiment once
     tasks = _build_tasks(registry, names, dataset, root, categories, seeds, profile, _parse_sets(set_), backbone, weights, common)
     results_path = out_dir / RESULTS_FILE

@@ -27,6 +27,7 @@ from .image_io import write_float_tiff, write_png8
 from .measure import distribution_version, peak_gpu_mb, peak_rss_mb, reset_peak_gpu, stopwatch, torch_threads
 from .metric import EvaluationData
 from .plugins import core_version
+from .run_options import OPTION_NAMES, CroppedCategory, Window, options_label, options_of, options_slug, split_few_shot
 from .seeding import seed_everything
 
 
@@ -49,11 +50,17 @@ class Task:
     spro_mode: str = "exact"
     save_models: bool = False
     """``--save-models``: write the fitted detector and its calibration to a model folder (:mod:`.model_folder`)."""
+    augment: str | None = None
+    """``--augment``: a training augmentation recipe of :mod:`.augmentation` (None: no augmentation)."""
+    train_images: int | None = None
+    """``--train-images``: train on this many images drawn with the seed (:mod:`.run_options`)."""
+    crop: str | None = None
+    """``--crop WxH``: a centred window cut from train, test and ground truth (:mod:`.run_options`)."""
 
     @property
-    def key(self) -> tuple[str, str, str, int, str]:
-        """Identity used by ``--resume``."""
-        return (self.detector, self.dataset, self.category, self.seed, self.profile)
+    def key(self) -> tuple[Any, ...]:
+        """Identity used by ``--resume``: the experiment and its section-6 options."""
+        return (self.detector, self.dataset, self.category, self.seed, self.profile, options_label(options_of(self)))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -72,11 +79,14 @@ class Task:
             "status": "failed",
             "error": None,
             "overrides": dict(self.overrides),
+            "options": {name: getattr(self, name) for name in OPTION_NAMES},
         }
 
 
 def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    return (record.get("detector"), record.get("dataset"), record.get("category"), record.get("seed"), record.get("profile"))
+    """The :attr:`Task.key` of the task that wrote ``record``."""
+    fields = ("detector", "dataset", "category", "seed", "profile")
+    return (*(record.get(name) for name in fields), options_label(options_of(record)))
 
 
 def split_calibration(train: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -137,7 +147,7 @@ def _batch1_latency_ms(detector: Detector, category: Category, samples: list[Sam
 
 def _maps_dir(task: Task) -> str:
     """Where ``--save-maps`` writes a task's maps, relative to the run folder."""
-    return f"maps/{task.detector}/{task.category}/seed{task.seed}"
+    return f"maps/{task.detector}/{task.category}/seed{task.seed}{options_slug(options_of(task))}"
 
 
 def _save_maps(task: Task, samples: list[Sample], maps: list[np.ndarray]) -> None:
@@ -165,15 +175,29 @@ class ExperimentData:
     test_images: list[np.ndarray]
     labelled: LabelledDefects | None
     root: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def load_data(task: Task, registry: Any, supervised: bool) -> ExperimentData:
-    """Read the task's category and split it: calibration hold-out, labelled defects, test."""
+    """Read the task's category and split it: calibration hold-out, labelled defects, test; with
+    the section-6 options applied (crop window, few-shot subset, augmentation)."""
+    from .augmentation import AugmentedImages, recipe
+
     provider = registry.dataset(task.dataset)
     root = provider.resolve_root(task.root)
     provider.check_category(root, task.category)
     category = provider.load_category(root, task.category)
-    train, calibration = split_calibration(category.train, task.calibration_holdout, task.seed)
+    notes: list[str] = []
+    if task.crop is not None:
+        category = CroppedCategory.of(category, Window.parse(task.crop))
+        if category.dropped:
+            left_out = len(category.dropped)
+            notes.append(f"crop {task.crop}: {left_out} defective test image(s) have no defect inside the window and are left out")
+    if task.train_images is not None:
+        train, calibration, note = split_few_shot(category.train, task.train_images, task.calibration_holdout, task.seed)
+        notes += [note] if note else []
+    else:
+        train, calibration = split_calibration(category.train, task.calibration_holdout, task.seed)
     test, labelled_samples = split_labelled(category.test, task.labelled_defects if supervised else 0, task.seed)
     labelled = None
     if supervised:
@@ -182,16 +206,20 @@ def load_data(task: Task, registry: Any, supervised: bool) -> ExperimentData:
             masks=[_union(category.load_channels(s), category.ground_truth_shape(s)) for s in labelled_samples],
             defect_dirs=[s.defect_dir for s in labelled_samples],
         )
+    train_images = category.load_images(train, f"{task.detector}/{task.category}: loading train")
+    if task.augment is not None:
+        train_images = AugmentedImages(train_images, recipe(task.augment), task.seed)
     return ExperimentData(
         category=category,
         train=train,
         calibration=calibration,
         test=test,
         labelled_samples=labelled_samples,
-        train_images=category.load_images(train, f"{task.detector}/{task.category}: loading train"),
+        train_images=train_images,
         test_images=category.load_images(test, f"{task.detector}/{task.category}: loading test"),
         labelled=labelled,
         root=root,
+        notes=notes,
     )
 
 
@@ -263,6 +291,7 @@ def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, regist
             test_map_range=map_range(maps),
             spro_curve=spro_curve,
             maps=_maps_dir(task) if task.save_maps else None,
+            options=options_of(task),
         )
         write_experiment_file(task.output_dir, content)
     timing = {
@@ -312,6 +341,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
             "test": len(data.test),
             "labelled_defects": len(data.labelled_samples),
         },
+        notes=data.notes,
         versions={
             "autovi-core": core_version(),
             "api": API_VERSION,
@@ -325,7 +355,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
         torch_threads=torch_threads(),
     )
     if task.output_dir is not None:  # evaluate_fitted wrote it
-        record["experiment_file"] = experiment_path(task.dataset, task.category, task.detector, task.seed, task.profile)
+        record["experiment_file"] = experiment_path(task.dataset, task.category, task.detector, task.seed, task.profile, options_of(task))
     if task.save_models:  # autovi run --save-models: the detector with the calibration it was evaluated with
         from .model_folder import save_run_model
 

@@ -60,9 +60,12 @@ KEYS = (
 )
 
 
-def experiment_path(dataset: str, category: str, detector: str, seed: int, profile: str) -> str:
-    """The file's path relative to the run folder, with forward slashes."""
-    return f"{EXPERIMENTS_DIR}/{dataset}/{category}/{detector}/seed{int(seed)}-{profile}.json"
+def experiment_path(dataset: str, category: str, detector: str, seed: int, profile: str, options: Mapping[str, Any] | None = None) -> str:
+    """The file's path relative to the run folder, with forward slashes (``options``: the run's
+    section-6 options that are set, :func:`~autovi_core.run_options.options_of`)."""
+    from .run_options import options_slug
+
+    return f"{EXPERIMENTS_DIR}/{dataset}/{category}/{detector}/seed{int(seed)}-{profile}{options_slug(options or {})}.json"
 
 
 def map_range(maps: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -87,6 +90,7 @@ def build_content(
     test_map_range: tuple[float, float],
     spro_curve: Mapping[str, Any] | None,
     maps: str | None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The file's content (see the module docstring) from one experiment's predictions.
 
@@ -116,6 +120,7 @@ def build_content(
         if spro_curve is None
         else {"fpr": [float(x) for x in spro_curve["fpr"]], "spro": [float(y) for y in spro_curve["spro"]], "mode": spro_curve["mode"]},
         "maps": maps,
+        "options": dict(options or {}),
     }
 
 
@@ -125,7 +130,7 @@ def write_experiment_file(run_dir: str | Path, content: Mapping[str, Any]) -> st
     missing = [k for k in KEYS if k not in content]
     if missing:
         raise ValueError(f"experiment file content lacks {', '.join(missing)}")
-    relative = experiment_path(*(content[k] for k in ("dataset", "category", "detector", "seed", "profile")))
+    relative = experiment_path(*(content[k] for k in ("dataset", "category", "detector", "seed", "profile")), content.get("options"))
     data = json.dumps(_clean(dict(content)), allow_nan=False, separators=(",", ":")).encode()
     with atomic_write(Path(run_dir) / relative) as temp, open(temp, "wb") as file:
         file.write(data)

@@ -255,9 +255,11 @@ def save_run_model(task: Any, detector: Detector, data: Any, registry: Any) -> s
     run evaluated it with into ``DIR/models/<dataset>/<category>/<detector>/seed<S>-<profile>/``;
     returns that folder relative to ``DIR`` (the record's ``model_dir``)."""
     from .experiment import _predict_by_size
+    from .run_options import options_of, options_slug
 
     category = data.category
-    relative = Path("models") / task.dataset / task.category / task.detector / f"seed{task.seed}-{task.profile}"
+    variant = f"seed{task.seed}-{task.profile}{options_slug(options_of(task))}"
+    relative = Path("models") / task.dataset / task.category / task.detector / variant
     scores: Any = []
     maps: list[np.ndarray] = []
     if data.calibration:
@@ -275,6 +277,7 @@ def save_run_model(task: Any, detector: Detector, data: Any, registry: Any) -> s
         "holdout": task.calibration_holdout,
         "labelled_defects": len(data.labelled_samples),
         "overrides": dict(task.overrides),
+        "options": options_of(task),
     }
     save_model_folder(
         Path(task.output_dir or ".") / relative, detector, calibration=calibration, geometry=geometry, training=training, registry=registry

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .augmentation import RECIPES
 from .detector import PROFILES
 from .domains import Choice, Domain, DomainError, Float, Int, Optional, Pattern
 from .errors import ConfigError
@@ -31,6 +32,9 @@ RUN: Mapping[str, Domain] = {
     "--memory-limit": Optional(Float(0.0, low_open=True), none_means="no cap"),
     "--ray-cpus-per-task": Float(0.0, low_open=True),
     "--ray-gpus-per-task": Optional(Float(0.0), none_means="1 if the cluster has GPUs, else 0"),
+    "--augment": Optional(Choice(*RECIPES), none_means="no augmentation"),
+    "--train-images": Optional(Int(1), none_means="every training image"),
+    "--crop": Optional(Pattern(r"[1-9][0-9]*x[1-9][0-9]*", "WIDTHxHEIGHT in pixels, e.g. 200x200"), none_means="the whole image"),
 }
 EVALUATE: Mapping[str, Domain] = {"--spro-mode": SPRO_MODE}
 REPORT: Mapping[str, Domain] = {"--format": Choice(*FORMATS)}

@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .results import load_results  # noqa: F401  (re-exported for callers of the report API)
+from .run_options import options_label, options_of
 
 MEAN_ROW = "mean"
 FORMATS = ("md", "csv", "html")
@@ -30,7 +31,7 @@ FLAG = "†"
 # Metrics for which a smaller value is better (timings and memory).
 LOWER_IS_BETTER = frozenset({"timing.fit_s", "timing.batch1_latency_ms", "timing.peak_rss_mb", "timing.peak_gpu_mb"})
 
-Key = tuple[str, str, str, Any, str]  # (detector, dataset, category, seed, profile)
+Key = tuple[str, str, str, Any, str, str]  # (detector, dataset, category, seed, profile, options)
 
 
 # --------------------------------------------------------------------------- loading
@@ -93,6 +94,7 @@ def _key(record: dict) -> Key:
         str(record.get("category")),
         record.get("seed"),
         str(record.get("profile")),
+        options_label(options_of(record)),
     )
 
 
@@ -170,6 +172,9 @@ def _column(record: dict, several_profiles: bool) -> str:
     name = str(record.get("detector"))
     if several_profiles:
         name += f" [{record.get('profile')}]"
+    options = options_label(options_of(record))
+    if options:
+        name += f" ({options})"
     if record.get("supervised") is True:
         name += SUPERVISED_SUFFIX
     return name
@@ -241,7 +246,7 @@ def build_table(
         value = metric_value(record, metric)
         if value is None or not math.isfinite(value):
             continue
-        _, dataset, category, seed, _ = _key(record)
+        _, dataset, category, seed, _, _ = _key(record)
         values[(dataset, category, _column(record, several_profiles))][seed] = value * scale
 
     methods = sorted({m for _, _, m in values})

@@ -220,6 +220,15 @@ def prepare_images(images: Sequence[np.ndarray], size: int) -> np.ndarray:
     return out
 
 
+def refresh_for_epoch(dataset: Any, images: Sequence[np.ndarray], epoch: int, size: int) -> None:
+    """With augmented training images (``autovi run --augment``), set ``dataset.images`` to the draws
+    of ``epoch`` prepared as :func:`prepare_images`; without augmentation, do nothing."""
+    from .augmentation import epoch_images, is_augmented
+
+    if is_augmented(images):
+        dataset.images = prepare_images(epoch_images(images, epoch), size)
+
+
 def to_chw(batch: np.ndarray, device: str | torch.device) -> torch.Tensor:
     """``(N, H, W, 3)`` numpy -> ``(N, 3, H, W)`` float tensor on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)

@@ -168,12 +168,20 @@ class CFlow(Detector):
 
     # --- the method ---------------------------------------------------------------------------------
     def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+        from autovi_core.augmentation import epoch_images, is_augmented
+
         from .training import layer_log_likelihoods, train_flows
 
         self.provenance["weights_source"] = self._encoder().weights_source.description
         features = self._features(images)
         self.flows = self._build_flows([f.shape[1] for f in features])
-        train_flows(self.flows, features, self.hparams, self.seed, images, self.device)
+        features_for_epoch = None
+        if is_augmented(images):  # --augment: every meta-epoch on fresh draws
+
+            def features_for_epoch(epoch: int) -> list[Any]:
+                return self._features(epoch_images(images, epoch))
+
+        train_flows(self.flows, features, self.hparams, self.seed, images, self.device, features_for_epoch)
         self.flows.eval()
         # The likelihood normaliser: the most likely training fibre per layer (never test data).
         per_layer = layer_log_likelihoods(self.flows, features, int(self.hparams["condition_dims"]), self.device)

@@ -13,7 +13,7 @@ to ``checkpoint_dir``; training resumes from the newest one of the same run ther
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,8 +62,13 @@ def train_flows(
     seed: int,
     images: Sequence[np.ndarray],
     device: str,
+    features_for_epoch: Callable[[int], Sequence[torch.Tensor]] | None = None,
 ) -> None:
-    """Maximise the likelihood of every layer's training fibres under its flow."""
+    """Maximise the likelihood of every layer's training fibres under its flow.
+
+    ``features_for_epoch(epoch)``, when given (``--augment``), gives each meta-epoch's features of
+    freshly augmented images instead of ``features``.
+    """
     data = [fibres(f, int(hp["condition_dims"])) for f in features]
     optimiser = torch.optim.Adam(flows.parameters(), lr=float(hp["lr"]))
     generator = torch.Generator().manual_seed(seed)
@@ -73,6 +78,8 @@ def train_flows(
     flows.train()
     meta, sub, batch = int(hp["meta_epochs"]), int(hp["sub_epochs"]), int(hp["fibre_batch"])
     for epoch in track(range(start, meta), "cflow: training the flows", total=meta - start):
+        if features_for_epoch is not None and epoch > 0:
+            data = [fibres(f, int(hp["condition_dims"])) for f in features_for_epoch(epoch)]
         for sub_epoch in range(sub):
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(hp, epoch + sub_epoch / sub)

@@ -255,6 +255,7 @@ class DRAEM(Detector):
             deterministic,
             make_loader,
             prepare_images,
+            refresh_for_epoch,
             run_fingerprint,
             step_lr,
         )
@@ -286,6 +287,7 @@ class DRAEM(Detector):
         with deterministic(self.device):
             for epoch in track(range(start, epochs), "draem: training", total=epochs - start):
                 step_lr(optimizer, hp["lr"], epoch, epochs, hp["lr_milestones"], hp["lr_gamma"])
+                refresh_for_epoch(dataset, images, epoch, hp["image_size"])  # --augment: this epoch's draws
                 self._train_epoch(make_loader(dataset, hp["batch_size"], self.seed, epoch, self.device, hp["num_workers"]), optimizer)
                 checkpoints.maybe_save(epoch + 1, checkpoints.capture(stateful), last=epoch + 1 == epochs)
                 if self._stop_after_epoch is not None and epoch + 1 >= self._stop_after_epoch:

@@ -262,17 +262,19 @@ class DSR(Detector):
         self._build()
         self.vq, self.provenance["stage1_source"] = stage1_model(hp, data, self.seed, self.device)
         key = run_fingerprint(hp, self.seed, data, _NOT_TRAINING)
-        self._train_stage("stage2", ("restrict_hi", "restrict_lo", "object_decoder", "adm"), data, key)
-        self._train_stage("stage3", ("upsampler",), data, key)
+        self._train_stage("stage2", ("restrict_hi", "restrict_lo", "object_decoder", "adm"), data, key, images)
+        self._train_stage("stage3", ("upsampler",), data, key, images)
         self._set_mode()
 
-    def _train_stage(self, stage: str, trainable: Sequence[str], data: np.ndarray, key: str) -> None:
+    def _train_stage(self, stage: str, trainable: Sequence[str], data: np.ndarray, key: str, images: Sequence[np.ndarray]) -> None:
+        """Train ``trainable`` on ``data`` (``images`` prepared); with ``--augment``, each epoch on fresh draws of ``images``."""
         import torch
 
         from autovi_core.training import (
             Checkpointer,
             deterministic,
             make_loader,
+            refresh_for_epoch,
             step_lr,
         )
 
@@ -302,6 +304,7 @@ class DSR(Detector):
                 if stage == "stage2":  # stage 3 keeps a constant lr, as in the official code
                     step_lr(optimizer, hp["stage2_lr"], epoch, epochs, hp["stage2_milestones"], hp["stage2_gamma"])
                 self._set_mode(trainable)
+                refresh_for_epoch(dataset, images, epoch, hp["image_size"])
                 generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
                 for batch in make_loader(dataset, hp["batch_size"], self.seed, epoch, self.device, hp["num_workers"]):
                     loss = self._stage2_loss(batch, generator) if stage == "stage2" else self._stage3_loss(batch)

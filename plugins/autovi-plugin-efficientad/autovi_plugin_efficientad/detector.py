@@ -225,6 +225,8 @@ class EfficientAD(Detector):
     def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
         import torch
 
+        from autovi_core.augmentation import epoch_images, is_augmented
+
         from .inference import FusedEfficientAD
         from .networks import Autoencoder, pdn
         from .teacher import obtain_teacher
@@ -246,7 +248,13 @@ class EfficientAD(Detector):
         generator = torch.Generator().manual_seed(self.seed)
         train_idx, norm_idx = self._split(len(images), generator)
         model.set_teacher_statistics(data[train_idx])
-        train_student_autoencoder(model, data[train_idx], self._penalty_images(), hp, self.seed, generator, images, self.device)
+        refresh = None
+        if is_augmented(images):  # --augment: each epoch (a pass's worth of steps) on fresh draws
+
+            def refresh(epoch: int) -> torch.Tensor:
+                return self._unit_images(epoch_images(images, epoch))[train_idx]
+
+        train_student_autoencoder(model, data[train_idx], self._penalty_images(), hp, self.seed, generator, images, self.device, refresh)
         model.eval()
         model.set_map_quantiles(data[norm_idx], float(hp["q_a"]), float(hp["q_b"]))
         self.model = model

@@ -14,7 +14,7 @@ training resumes from the latest matching one there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,9 +45,15 @@ def train_student_autoencoder(
     generator: torch.Generator,
     raw_images: Sequence[np.ndarray],
     device: str,
+    refresh: Callable[[int], torch.Tensor] | None = None,
 ) -> None:
-    """Optimise the student and the autoencoder of ``model`` on ``images`` ((N, 3, S, S) in [0, 1])."""
+    """Optimise the student and the autoencoder of ``model`` on ``images`` ((N, 3, S, S) in [0, 1]).
+
+    ``refresh(epoch)``, when given (``--augment``), returns the images of an epoch: one epoch is
+    ``ceil(N / batch_size)`` steps, and the images are swapped at each epoch's first step.
+    """
     steps, batch = int(hp["steps"]), int(hp["batch_size"])
+    epoch_steps, current_epoch = -(-len(images) // batch), 0
     parameters = [*model.student.parameters(), *model.autoencoder.parameters()]
     optimiser = torch.optim.Adam(parameters, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=max(1, int(float(hp["lr_drop_at"]) * steps)), gamma=0.1)
@@ -65,6 +71,9 @@ def train_student_autoencoder(
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     model.train()
     for step in track(range(start, steps), "efficientad: training student and autoencoder", total=steps - start):
+        if refresh is not None and step // epoch_steps != current_epoch:
+            current_epoch = step // epoch_steps
+            images = refresh(current_epoch)
         index = torch.randint(0, len(images), (batch,), generator=generator)
         image = images[index]
         augmented = jitter_batch(image, generator)
