@@ -11,9 +11,18 @@ def autovi_register_datasets() -> list[object]:
     from .datasets.folder import FolderDataset
     from .datasets.mvtec_ad import MVTecADDataset
     from .datasets.synthetic import SyntheticDataset
+    from .datasets.synthetic_autovi import SyntheticAutoVIDataset
     from .datasets.visa import VisADataset
 
-    return [SyntheticDataset(), AutoVIDataset(), MVTecADDataset(), MVTecLOCODataset(), VisADataset(), FolderDataset()]
+    return [
+        SyntheticDataset(),
+        SyntheticAutoVIDataset(),
+        AutoVIDataset(),
+        MVTecADDataset(),
+        MVTecLOCODataset(),
+        VisADataset(),
+        FolderDataset(),
+    ]
 
 
 @hookimpl
@@ -21,3 +30,10 @@ def autovi_register_metrics() -> list[object]:
     from .metrics.standard import STANDARD_METRICS
 
     return [metric() for metric in STANDARD_METRICS]
+
+
+@hookimpl
+def autovi_register_recipes() -> list[object]:
+    from .reproduce.recipe import builtin_recipes
+
+    return builtin_recipes()

@@ -121,19 +121,6 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def check_run_options(category: Any, common: dict[str, Any]) -> None:
-    """Refuse ``--crop`` larger than the category's images and ``--train-images`` above its training set."""
-    from .image_io import image_size
-    from .run_options import Window
-
-    if common.get("crop") is not None and category.train:
-        width, height = image_size(category.train[0].path)
-        Window.parse(common["crop"]).check_fits(category.native_size or (height, width), f"category {category.name!r}")
-    n = common.get("train_images")
-    if n is not None and n > len(category.train):
-        raise ConfigError(f"--train-images {n} refused: category {category.name!r} has only {len(category.train)} training images")
-
-
 def _build_tasks(
     registry: Any,
     detectors: list[str],
@@ -148,6 +135,7 @@ def _build_tasks(
     common: dict[str, Any],
 ) -> list[Any]:
     from .experiment import Task
+    from .run_options import check_category_options
 
     provider = registry.dataset(dataset)
     resolved_root = provider.resolve_root(root)
@@ -157,7 +145,7 @@ def _build_tasks(
     if not chosen:
         raise DataError(f"{resolved_root}: no category of dataset {dataset!r} found there")
     for category in chosen:  # indexes the files (no decoding): layout, masks and defects_config.json errors surface here
-        check_run_options(provider.load_category(resolved_root, category), common)
+        check_category_options(provider.load_category(resolved_root, category), common)
     for option, value, key in (("--backbone", backbone, "backbone"), ("--weights", weights, "weights")):
         if value is not None and not any(key in registry.detector_class(name).domains() for name in detectors):
             raise ConfigError(f"{option} {value}: none of the detectors {', '.join(detectors)} has a {key!r} hyperparameter")
@@ -254,11 +242,10 @@ def run(
     crop: str | None = typer.Option(None, "--crop", help="Cut a centred WxH window from train, test and ground truth, e.g. 200x200."),
 ) -> None:
     """Run every (detector, category, seed) experiment and append results to DIR/results.jsonl."""
-    from .executors import make_executor
     from .experiment import record_key
     from .options import RUN, check_options
     from .registry import get_registry
-    from .results import RESULTS_FILE, append_record, load_results
+    from .results import RESULTS_FILE, load_results
 
     options = {"--seed": seed, "--profile": profile, "--device": device, "--executor": executor, "--spro-mode": spro_mode}
     options |= {"--timeout": timeout, "--memory-limit": memory_limit, "--ray-cpus-per-task": ray_cpus, "--ray-gpus-per-task": ray_gpus}
@@ -303,30 +290,163 @@ def run(
         err_console.print(f"resuming {results_path}: {len(skipped)} experiment(s) already ok, {len(tasks)} to run")
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    ray_options = {"address": ray_address, "cpus_per_task": ray_cpus, "gpus_per_task": ray_gpus}
+    executor_options = {"isolate": not in_process, "timeout": timeout, "memory_limit_mb": memory_limit, "ray_options": ray_options}
+    finished = _execute(tasks, results_path, executor, executor_options)
+    if finished:
+        console.print(_summary_table(finished))
+    console.print(f"results: {results_path}")
+    _exit_on_failures(finished)
+
+
+def _execute(tasks: list[Any], results_path: Path, executor: str, options: dict[str, Any], *, eta: bool = False) -> list[dict[str, Any]]:
+    """Run ``tasks`` on ``executor``, appending each record to ``results_path`` as it arrives and
+    printing one line per experiment (with the estimated time left when ``eta``)."""
+    from .executors import make_executor
+    from .reproduce.plan import format_seconds
+    from .results import append_record
+
     finished: list[dict[str, Any]] = []
+    started = time.monotonic()
 
     def on_result(task: Any, record: dict[str, Any]) -> None:
         append_record(results_path, record)
         finished.append(record)
         state = "ok" if record["status"] == "ok" else f"FAILED: {record['error']}"
-        err_console.print(f"[{len(finished)}/{len(tasks)}] {task.detector} {task.category} seed {task.seed}: {state}", highlight=False)
+        left = ""
+        if eta and len(finished) < len(tasks):
+            per_task = (time.monotonic() - started) / len(finished)
+            left = f" (about {format_seconds(per_task * (len(tasks) - len(finished)))} left)"
+        where = f"{task.detector} {task.category} seed {task.seed}"
+        err_console.print(f"[{len(finished)}/{len(tasks)}] {where}: {state}{left}", highlight=False)
 
-    ray_options = {"address": ray_address, "cpus_per_task": ray_cpus, "gpus_per_task": ray_gpus}
-    make_executor(
-        executor,
-        isolate=not in_process,
-        timeout=timeout,
-        memory_limit_mb=memory_limit,
-        debug=_state["debug"],
-        ray_options=ray_options,
-    ).run(tasks, on_result)
-    if finished:
-        console.print(_summary_table(finished))
-    console.print(f"results: {results_path}")
+    make_executor(executor, debug=_state["debug"], **options).run(tasks, on_result)
+    return finished
+
+
+def _exit_on_failures(finished: list[dict[str, Any]]) -> None:
     failed = sum(1 for r in finished if r["status"] != "ok")
     if failed:
         err_console.print(f"[red]{failed} of {len(finished)} experiment(s) failed[/red]")
         raise typer.Exit(min(failed, 125))
+
+
+# --- reproduce ------------------------------------------------------------------------------------
+def _csv_list(text: str | None, option: str, cast: Any = str) -> list[Any] | None:
+    if text is None:
+        return None
+    try:
+        return list(dict.fromkeys(cast(item.strip()) for item in text.split(",") if item.strip()))
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} refused: expected a comma-separated list") from None
+
+
+@app.command()
+def reproduce(
+    recipe_name: str = typer.Argument(..., metavar="RECIPE", help="A reproduction recipe (autovi list shows them), e.g. autovi-paper."),
+    root: Path | None = typer.Option(None, "--root", help="The dataset's folder (default: the dataset's own)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset plugin (default: the recipe's; e.g. synthetic_autovi)."),
+    tables: str | None = typer.Option(None, "--tables", help="Tables to reproduce, e.g. 6,7,8,9 (default: all)."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 (default: the recipe's)."),
+    methods: str | None = typer.Option(None, "--methods", help="Detectors, e.g. patchcore,padim (default: the recipe's)."),
+    categories: str | None = typer.Option(None, "--categories", help="Categories (default: the recipe's)."),
+    profile: str | None = typer.Option(None, "--profile", help="Hyperparameter profile (default: the recipe's, paper)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    executor: str = typer.Option("local", "--executor", help="local or ray."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Run folder (default runs/reproduce-RECIPE); re-running resumes it."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the experiments, weights needed and expected time; run nothing."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Per-experiment time limit in seconds."),
+    in_process: bool = typer.Option(False, "--in-process", help="Run experiments in this process (no isolation)."),
+) -> None:
+    """Re-run a paper's grid (resumable) and print each table beside the paper's numbers."""
+    from .experiment import record_key
+    from .options import RUN, check_options
+    from .registry import get_registry
+    from .reproduce.report import write_comparison
+    from .results import RESULTS_FILE, load_results
+
+    registry = get_registry()
+    recipe = registry.recipe(recipe_name)
+    profile = profile or recipe.profile
+    check_options(RUN, {"--profile": profile, "--device": device, "--executor": executor, "--timeout": timeout})
+    chosen_tables = _csv_list(tables, "--tables") or list(recipe.tables_spec)
+    chosen_seeds = _csv_list(seeds, "--seeds", int) or list(recipe.seeds)
+    check_options(RUN, {"--seed": chosen_seeds})
+    out_dir = output or Path("runs") / f"reproduce-{recipe.name}"
+    results_path = out_dir / RESULTS_FILE
+    dataset = dataset or recipe.dataset
+    common = {"device": device, "output_dir": str(out_dir)}
+    plan = build_reproduction_plan(recipe, registry, chosen_tables, methods, categories, chosen_seeds, profile, dataset, root, common)
+    for skipped in plan.skipped:
+        experiment = skipped.experiment
+        err_console.print(f"[yellow]skipped:[/yellow] {experiment.method} {experiment.category} ({experiment.variant}): {skipped.reason}")
+    previous = load_results(results_path)[0] if results_path.exists() else []
+    done = {record_key(r) for r in previous if r.get("status") == "ok"}
+    todo = [t for t in plan.tasks if t.key not in done]
+    if dry_run:
+        console.print(_dry_run_table(recipe, registry, plan.tasks, done, previous, profile))
+        return
+    err_console.print(f"{recipe.name}: {len(plan.tasks)} experiment(s), {len(plan.tasks) - len(todo)} already done in {results_path}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finished = _execute(todo, results_path, executor, {"isolate": not in_process, "timeout": timeout}, eta=True) if todo else []
+    records = load_results(results_path)[0] if results_path.exists() else []
+    markdown, written = write_comparison(recipe, chosen_tables, records, out_dir, profile=profile, dataset=dataset, seeds=chosen_seeds)
+    console.print(markdown)
+    console.print(f"tables: {', '.join(str(p) for p in written)}")
+    _exit_on_failures(finished)
+
+
+def build_reproduction_plan(
+    recipe: Any,
+    registry: Any,
+    tables: list[str],
+    methods: str | None,
+    categories: str | None,
+    seeds: list[int],
+    profile: str,
+    dataset: str,
+    root: Path | None,
+    common: dict[str, Any],
+) -> Any:
+    from .reproduce.plan import build_plan
+
+    for table in tables:
+        recipe.table(table)
+    return build_plan(
+        recipe,
+        registry,
+        tables=tables,
+        methods=_csv_list(methods, "--methods"),
+        categories=_csv_list(categories, "--categories"),
+        seeds=seeds,
+        profile=profile,
+        dataset=dataset,
+        root=root,
+        common=common,
+    )
+
+
+def _dry_run_table(recipe: Any, registry: Any, tasks: list[Any], done: set[Any], previous: list[dict], profile: str) -> Table:
+    """One row per (method, category, variant): seeds to run, weights needed, expected time."""
+    from .reproduce.plan import expected_seconds, format_seconds, weights_needed
+    from .run_options import options_label, options_of
+
+    table = Table("method", "category", "variant", "to run", "weights", "expected", title=f"autovi reproduce {recipe.name} --dry-run")
+    groups: dict[tuple[str, str, str, str], list[Any]] = {}
+    for task in tasks:
+        variant = (options_label(options_of(task)), json.dumps(task.overrides, sort_keys=True))
+        groups.setdefault((task.detector, task.category, *variant), []).append(task)
+    total = 0.0
+    for (method, category, options, overrides), group in groups.items():
+        left = [t for t in group if t.key not in done]
+        seconds, source = expected_seconds(recipe, previous, method, profile)
+        total += (seconds or 0.0) * len(left)
+        needs = weights_needed(registry, method, profile, group[0].overrides)
+        weights = "; ".join(f"{'✓' if found else '✗'} {what}: {where}" for what, found, where in needs) or "none"
+        variant = ", ".join(v for v in (options, overrides if overrides != "{}" else "") if v) or "base"
+        table.add_row(method, category, variant, f"{len(left)} of {len(group)}", weights, f"{format_seconds(seconds)} each ({source})")
+    table.caption = f"{sum(1 for t in tasks if t.key not in done)} experiment(s) to run, about {format_seconds(total)} in all"
+    return table
 
 
 # --- evaluate -------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from .image_io import write_float_tiff, write_png8
 from .measure import distribution_version, peak_gpu_mb, peak_rss_mb, reset_peak_gpu, stopwatch, torch_threads
 from .metric import EvaluationData
 from .plugins import core_version
+from .report import overrides_text
 from .run_options import OPTION_NAMES, CroppedCategory, Window, options_label, options_of, options_slug, split_few_shot
 from .seeding import seed_everything
 
@@ -59,8 +60,16 @@ class Task:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        """Identity used by ``--resume``: the experiment and its section-6 options."""
-        return (self.detector, self.dataset, self.category, self.seed, self.profile, options_label(options_of(self)))
+        """Identity used by ``--resume``: the experiment, its section-6 options and its overrides."""
+        return (
+            self.detector,
+            self.dataset,
+            self.category,
+            self.seed,
+            self.profile,
+            options_label(options_of(self)),
+            overrides_text(self.overrides),
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -86,7 +95,7 @@ class Task:
 def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
     """The :attr:`Task.key` of the task that wrote ``record``."""
     fields = ("detector", "dataset", "category", "seed", "profile")
-    return (*(record.get(name) for name in fields), options_label(options_of(record)))
+    return (*(record.get(name) for name in fields), options_label(options_of(record)), overrides_text(record.get("overrides")))
 
 
 def split_calibration(train: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

@@ -38,3 +38,8 @@ def autovi_register_datasets() -> list[object]:
 @hookspec
 def autovi_register_metrics() -> list[object]:
     """Return :class:`autovi_core.metric.Metric` instances this plugin provides."""
+
+
+@hookspec
+def autovi_register_recipes() -> list[object]:
+    """Return :class:`autovi_core.reproduce.recipe.Recipe` objects: papers ``autovi reproduce`` can re-run."""

@@ -14,6 +14,7 @@ from .detector import Detector
 from .errors import PluginError
 from .metric import Metric
 from .plugins import PluginHost, PluginRecord
+from .reproduce.recipe import Recipe
 
 
 class Registry:
@@ -25,11 +26,13 @@ class Registry:
         self.detectors: dict[str, type[Detector]] = {}
         self.datasets: dict[str, DatasetProvider] = {}
         self.metrics: dict[str, Metric] = {}
+        self.recipes: dict[str, Any] = {}
         self._distribution: dict[tuple[str, str], PluginRecord] = {}
         for hook, kind, table, base in (
             ("autovi_register_detectors", "detector", self.detectors, Detector),
             ("autovi_register_datasets", "dataset", self.datasets, DatasetProvider),
             ("autovi_register_metrics", "metric", self.metrics, Metric),
+            ("autovi_register_recipes", "recipe", self.recipes, Recipe),
         ):
             for item, record in self.host.collect(hook, kind):
                 valid = isinstance(item, type) and issubclass(item, base) if kind == "detector" else isinstance(item, base)
@@ -61,6 +64,9 @@ class Registry:
 
     def metric(self, name: str) -> Metric:
         return self._lookup(self.metrics, "metric", name)
+
+    def recipe(self, name: str) -> Recipe:
+        return self._lookup(self.recipes, "recipe", name)
 
     def create_detector(self, name: str, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> Detector:
         """Instantiate a registered detector with a profile and hyperparameter overrides."""

