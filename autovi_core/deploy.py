@@ -30,6 +30,7 @@ from .image_io import read_rgb, write_float_tiff, write_png8
 from .model_folder import CALIBRATION_FILE, ModelFolder, calibration_section, geometry_section, save_model_folder
 from .options import DEVICE, SEED
 from .progress import track
+from .run_options import Window
 
 Log = Callable[[str], None]
 
@@ -408,6 +409,7 @@ def predict_folder(
     train_sizes = model.train_sizes()
     low, high = model.calibration.get("map_min"), model.calibration.get("map_max")
     detector = model.detector
+    window = Window.parse(model.crop_window()) if model.crop_window() else None
 
     def finish(batch: list[_Entry]) -> None:
         ready = [e for e in batch if e.image is not None]
@@ -462,6 +464,10 @@ def predict_folder(
             try:
                 entry.image, entry.notes = read_image(path)
                 decoded += 1
+                if window is not None and entry.image.shape[:2] != (window.height, window.width):
+                    window.check_fits(entry.image.shape[:2], str(path))
+                    entry.image = window.cut(entry.image)
+                    entry.notes.append(f"cut to the centred {window} window the model was trained on (autovi run --crop)")
                 size = entry.image.shape[:2]
                 if train_sizes and size not in train_sizes:
                     trained = ", ".join(f"{w}x{h}" for h, w in train_sizes)
@@ -469,8 +475,8 @@ def predict_folder(
                         f"image is {size[1]}x{size[0]}, the model was trained on {trained} images: resized by the detector "
                         f"to its working size as in training; map at {size[1]}x{size[0]}"
                     )
-            except DataError as exc:
-                entry.error = str(exc)
+            except (DataError, ConfigError) as exc:
+                entry.error, entry.image = str(exc), None
             batch.append(entry)
             if decoded >= batch_size:
                 finish(batch)

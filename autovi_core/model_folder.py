@@ -150,6 +150,11 @@ class ModelFolder:
     def geometry(self) -> dict[str, Any]:
         return self.info.get("geometry") or {}
 
+    def crop_window(self) -> str | None:
+        """The ``--crop WxH`` window the model was trained and calibrated on (``autovi run --crop``), if any."""
+        options = (self.info.get("training") or {}).get("options") or {}
+        return options.get("crop")
+
     def train_sizes(self) -> list[tuple[int, int]]:
         """The (H, W) sizes of the training images."""
         return [(int(e["size"][0]), int(e["size"][1])) for e in self.geometry.get("train_sizes") or []]

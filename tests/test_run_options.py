@@ -196,3 +196,24 @@ def test_cli_run_records_options_and_the_report_shows_them(tmp_path, capsys, mon
     assert code == 2 and "needs the uncropped originals" in err
     code, _, err = run_cli(capsys, monkeypatch, *common, "--train-images", "0")
     assert code == 2 and "--train-images" in err
+
+
+def test_a_model_saved_from_a_cropped_run_crops_what_it_predicts(tmp_path, capsys, monkeypatch, example_plugin) -> None:
+    """``autovi predict`` on full-size test images gives the scores the cropped run computed."""
+    monkeypatch.setenv("AUTOVI_NO_PROGRESS", "1")
+    out = tmp_path / "run"
+    args = ["run", "-d", "pixel_gaussian", "-c", "clip_assembly", "--in-process", "--save-models", "--crop", "96x96", "--output", str(out)]
+    code, _, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 0, err
+    record = json.loads((out / "results.jsonl").read_text())
+    assert record["model_dir"].endswith("seed0-fast-crop-96x96")
+    run_scores = {i["key"]: i["score"] for i in json.loads((out / record["experiment_file"]).read_text())["images"]}
+    test_dir = SyntheticDataset().default_root() / "clip_assembly" / "test"
+    code, _, err = run_cli(capsys, monkeypatch, "predict", str(out / record["model_dir"]), str(test_dir), "--output", str(tmp_path / "pred"))
+    assert code == 0, err
+    predicted = [json.loads(line) for line in (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()]
+    assert all("96x96 window" in " ".join(p["notes"]) for p in predicted)
+    by_key = {"/".join(p["path"].split("/")[-2:]).rsplit(".", 1)[0]: p["score"] for p in predicted}
+    assert set(run_scores) <= set(by_key)
+    for key, score in run_scores.items():
+        assert by_key[key] == pytest.approx(score, rel=1e-6, abs=1e-9), key
