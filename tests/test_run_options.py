@@ -209,7 +209,8 @@ def test_a_model_saved_from_a_cropped_run_crops_what_it_predicts(tmp_path, capsy
     assert record["model_dir"].endswith("seed0-fast-crop-96x96")
     run_scores = {i["key"]: i["score"] for i in json.loads((out / record["experiment_file"]).read_text())["images"]}
     test_dir = SyntheticDataset().default_root() / "clip_assembly" / "test"
-    code, _, err = run_cli(capsys, monkeypatch, "predict", str(out / record["model_dir"]), str(test_dir), "--output", str(tmp_path / "pred"))
+    model = str(out / record["model_dir"])
+    code, _, err = run_cli(capsys, monkeypatch, "predict", model, str(test_dir), "--output", str(tmp_path / "pred"))
     assert code == 0, err
     predicted = [json.loads(line) for line in (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()]
     assert all("96x96 window" in " ".join(p["notes"]) for p in predicted)
