@@ -4,9 +4,9 @@
 Parity, per exported detector: each is fitted (seeded, tiny images, small working size) and exported;
 onnxruntime's maps equal the torch detector's ``predict`` maps within ``PARITY_RTOL`` relative
 (max |onnx - torch| <= 1e-4 * max |torch| over the batch) and the image scores rank identically, on
-images at the training size and at another size. EfficientAD and DRAEM round their resized input to 8
+images at the training size and at another size. EfficientAD, DRAEM and DSR round their resized input to 8
 bits, so a resampled pixel within ~1e-5 of a half level can round the other way in onnxruntime
-(DRAEM's graph also replaces Pillow's resize): their parity is 1e-4 on images already at their
+(DRAEM's and DSR's graphs also replace Pillow's resize): their parity is 1e-4 on images already at their
 working size (no resampling) and 1e-3 on others.
 """
 
@@ -40,8 +40,18 @@ DETECTORS: dict[str, dict[str, Any]] = {
     "efficientad": {"image_size": 64, "out_channels": 16, "teacher_steps": 3, "teacher_views": 8, "steps": 20},
     "draem": {"image_size": 64, "epochs": 2, "samples_per_epoch": 16},
     "cflow": {"image_size": 64, "meta_epochs": 1, "sub_epochs": 1, "warmup_epochs": 0},
+    "dsr": {
+        "image_size": 64,
+        "vq_codes": 32,
+        "stage1_epochs": 1,
+        "stage1_samples_per_epoch": 8,
+        "stage2_epochs": 1,
+        "stage2_samples_per_epoch": 8,
+        "stage3_epochs": 1,
+        "stage3_samples_per_epoch": 8,
+    },
 }
-RESAMPLED = {"efficientad": 1e-3, "draem": 1e-3}
+RESAMPLED = {"efficientad": 1e-3, "draem": 1e-3, "dsr": 1e-3}
 """Parity on resampled images of the detectors that round their resized input to 8 bits."""
 
 

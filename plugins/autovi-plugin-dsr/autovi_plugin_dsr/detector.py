@@ -396,6 +396,27 @@ class DSR(Detector):
                 maps.append(F.interpolate(fine, size=tuple(output_size), mode="bilinear", align_corners=False)[:, 0].cpu())
             return Prediction(scores=torch.cat(scores).double().numpy(), maps=torch.cat(maps).numpy())
 
+    def export_module(self) -> Any:
+        """The whole of :meth:`infer` as one graph for ``autovi export`` (:mod:`.export`)."""
+        from autovi_core.export import ExportPlan
+
+        from .export import DSRGraph
+
+        self.check_fitted("export")
+        hp = self.hparams
+        size, pool = int(hp["image_size"]), int(hp["score_pool"])
+        steps = [
+            f"bilinear resize to {size} px, values in [0, 1]",
+            "VQ encoder and nearest codes (codebooks as constants), subspace restriction, object and general decoders",
+            f"anomaly detection module softmax; image score: the maximum of its {pool}x{pool} mean",
+            "upsampling module softmax on the image and the coarse mask; map resized bilinearly to the image's size",
+        ]
+        substitutions = [
+            f"resize to {size} px: Pillow's 8-bit bilinear filter replaced by the antialiased bilinear filter rounded to 8 bits "
+            "(one grey level apart at some pixels; images already at that size are not resampled)"
+        ]
+        return ExportPlan(DSRGraph({name: getattr(self, name) for name in MODULES}, size, pool), steps=steps, substitutions=substitutions)
+
     # --- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         from autovi_core.training import module_state_to_numpy
