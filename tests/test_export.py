@@ -241,9 +241,9 @@ def test_predict_refuses_a_damaged_export(exported, good_folder: Path, tmp_path:
 
 
 def test_openvino_export_predicts_like_the_torch_detector(exported, good_folder: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    """OpenVINO's CPU plugin (float32 hint) stays within 5e-3 relative of the torch maps (4e-4 to 1.1e-3
-    measured for PaDiM, 5e-4 even on images it need not resample: not the 1e-4 of onnxruntime) and
-    ranks the scores alike."""
+    """With float32 weights and the float32 hint, OpenVINO's CPU plugin meets the 1e-4 rule on images
+    that the graph does not shrink (8e-7 measured for PaDiM) and ranks the scores alike. (Shrinking
+    inputs differ: OpenVINO's antialiased Resize is not ONNX's, docs/deploy.md.)"""
     pytest.importorskip("openvino")
     model_dir, _ = exported("padim")
     out_dir = tmp_path / "ov"
@@ -255,7 +255,7 @@ def test_openvino_export_predicts_like_the_torch_detector(exported, good_folder:
     reference = load_model_folder(model_dir).detector.predict(images, SHAPE)
     got = load_exported(out_dir).detector.predict(images, SHAPE)
     check = parity(reference, got.scores, got.maps)
-    assert check["relative_map_diff"] <= 5e-3 and check["same_score_ranking"], check
+    assert check["relative_map_diff"] <= PARITY_RTOL and check["same_score_ranking"], check
 
 
 def test_openvino_format_without_openvino_names_the_extra(exported, tmp_path: Path, capsys, monkeypatch) -> None:
