@@ -391,7 +391,7 @@ def reproduce(
     finished = _execute(todo, results_path, executor, {"isolate": not in_process, "timeout": timeout}, eta=True) if todo else []
     records = load_results(results_path)[0] if results_path.exists() else []
     markdown, written = write_comparison(recipe, chosen_tables, records, out_dir, profile=profile, dataset=dataset, seeds=chosen_seeds)
-    console.print(markdown)
+    typer.echo(markdown)  # as written: no wrapping, no rich markup
     console.print(f"tables: {', '.join(str(p) for p in written)}")
     _exit_on_failures(finished)
 

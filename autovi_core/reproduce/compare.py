@@ -194,15 +194,17 @@ def render_csv(table: ComparedTable) -> str:
     return buffer.getvalue()
 
 
-def render_html(tables: list[ComparedTable], recipe: Recipe) -> str:
-    """One self-contained page with every table (no scripts, no external files)."""
+def render_html(tables: list[ComparedTable], recipe: Recipe, subtitle: str = "") -> str:
+    """One self-contained page with every table (no scripts, no external files); ``subtitle`` says
+    what was run (profile, dataset)."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(recipe.title)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
         "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th:first-child,td:first-child{text-align:left}"
-        ".higher{background:#dff0d8}.lower{background:#f8d7da}.paper{color:#555}caption{text-align:left;max-width:60em}</style>",
-        f"</head><body><h1>{html.escape(recipe.title)}</h1><p>Source of the paper's numbers: {html.escape(recipe.source)}</p>",
+        ".higher{background:#dff0d8}.lower{background:#f8d7da}.paper,.none{color:#777}caption{text-align:left;max-width:60em}</style>",
+        f"</head><body><h1>{html.escape(recipe.title)}</h1><p>{html.escape(subtitle)}</p>",
+        f"<p>Source of the paper's numbers: {html.escape(recipe.source)}</p>",
     ]
     for table in tables:
         spec = table.spec
@@ -214,11 +216,12 @@ def render_html(tables: list[ComparedTable], recipe: Recipe) -> str:
         for row in table.rows:
             cells = []
             for cell in row.cells:
-                css = {HIGHER: " class='higher'", LOWER: " class='lower'"}.get(cell.mark, "")
+                css = {HIGHER: " class='higher'", LOWER: " class='lower'"}.get(cell.mark, "" if cell.ours else " class='none'")
                 ours = "—" if row.missing else _ours_text(cell)
                 cells.append(f"<td{css}>{html.escape(ours)}</td><td class='paper'>{html.escape(_paper_text(cell))}</td>")
             title = f" title='{html.escape(row.missing)}'" if row.missing else ""
-            parts.append(f"<tr><td{title}>{html.escape(row.label)}</td>{''.join(cells)}</tr>")
+            label = f"<b>{html.escape(row.label)}</b>" if row.label == spec.mean_row else html.escape(row.label)
+            parts.append(f"<tr><td{title}>{label}</td>{''.join(cells)}</tr>")
         parts.append("</table>")
         parts += [f"<p>{html.escape(row.label)}: {html.escape(row.missing)}</p>" for row in table.rows if row.missing]
     parts.append("</body></html>")

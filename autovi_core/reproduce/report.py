@@ -25,11 +25,12 @@ def write_comparison(
     records = list(records)
     compared = [compare(recipe, table, records, profile=profile, dataset=dataset, seeds=seeds) for table in tables]
     folder = Path(run_dir) / "reproduce"
-    header = f"# {recipe.title}\n\nProfile `{profile}` on dataset `{dataset}`. Paper's numbers: {recipe.source}.\n"
+    subtitle = f"Ours: profile {profile} on dataset {dataset}."
+    header = f"# {recipe.title}\n\n{subtitle} Paper's numbers: {recipe.source}.\n"
     markdown = header + "\n" + "\n".join(render_markdown(table, recipe) for table in compared)
     written = [_write(folder / "tables.md", markdown)]
     written += [_write(folder / f"table-{table.spec.id}.csv", render_csv(table)) for table in compared]
-    written.append(_write(folder / "index.html", render_html(compared, recipe)))
+    written.append(_write(folder / "index.html", render_html(compared, recipe, subtitle)))
     return markdown, written
 
 
