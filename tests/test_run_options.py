@@ -218,3 +218,24 @@ def test_a_model_saved_from_a_cropped_run_crops_what_it_predicts(tmp_path, capsy
     assert set(run_scores) <= set(by_key)
     for key, score in run_scores.items():
         assert by_key[key] == pytest.approx(score, rel=1e-6, abs=1e-9), key
+
+
+def test_the_html_report_shows_a_cropped_methods_maps_over_its_window(tmp_path, capsys, monkeypatch, example_plugin) -> None:
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from autovi_core.html_report import write_html_report
+
+    monkeypatch.setenv("AUTOVI_NO_PROGRESS", "1")
+    out = tmp_path / "run"
+    common = ["run", "-d", "pixel_gaussian", "-c", "clip_assembly", "--in-process", "--save-maps", "--output", str(out)]
+    assert run_cli(capsys, monkeypatch, *common)[0] == 0
+    assert run_cli(capsys, monkeypatch, *common, "--crop", "96x64")[0] == 0
+    page = write_html_report(out)
+    html = page.read_text() if page.is_file() else (page / "index.html").read_text()
+    assert "pixel_gaussian (crop=96x64)" in html and "centred 96x64 window" in html
+    windows = sorted((page.parent if page.is_file() else page).rglob("images/*-96x64.png"))
+    assert windows
+    for picture in windows:
+        width, height = Image.open(picture).size
+        assert width / height == pytest.approx(96 / 64, rel=0.05)

@@ -155,9 +155,14 @@ def draw_histograms(histograms: list[ScoreHistogram], path: Path) -> Path:
 
     ncols = min(3, len(histograms))
     nrows = math.ceil(len(histograms) / ncols)
-    height = 2.5 * nrows + 0.6
+    first = histograms[0]
+    entries = 2 + bool(len(first.calibration)) + len(first.thresholds)
+    legend_cols = min(entries, 2 * ncols)  # about two legend entries fit across one 3.6-inch panel
+    legend_height = 0.2 * math.ceil(entries / legend_cols)
+    height = 2.5 * nrows + 0.4 + legend_height
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, height), squeeze=False)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.55 / height + 0.06 / nrows, top=1 - 0.75 / height, hspace=0.55, wspace=0.25)
+    top = 1 - (0.55 + legend_height) / height
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.55 / height + 0.06 / nrows, top=top, hspace=0.55, wspace=0.25)
     for axis in axes.flat[len(histograms) :]:
         axis.set_visible(False)
     for axis, h in zip(axes.flat, histograms):
@@ -178,7 +183,7 @@ def draw_histograms(histograms: list[ScoreHistogram], path: Path) -> Path:
         axis.yaxis.set_major_locator(MaxNLocator(integer=True))
         axis.tick_params(labelsize=7)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncols=min(len(labels), 6), fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="upper center", ncols=legend_cols, fontsize=8, frameon=False)
     fig.supxlabel("image score", fontsize=8)
     return _save(fig, path)
 

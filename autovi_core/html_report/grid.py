@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..run_options import Window, options_of
 from . import pictures
 from .data import CategoryData, Experiment, Notes
 
@@ -151,7 +152,7 @@ class PictureWriter:
 
     def __init__(self, out_dir: Path, rel: str, notes: Notes, lut: np.ndarray, size: int = pictures.THUMB) -> None:
         self.out_dir, self.rel, self.notes, self.lut, self.size = out_dir, rel, notes, lut, size
-        self._images: dict[str, tuple[Picture, Picture, np.ndarray] | None] = {}
+        self._images: dict[tuple[str, str], tuple[Picture, Picture, np.ndarray] | None] = {}
         self._maps: dict[tuple[str, str], Picture | None] = {}
 
     def _write(self, rgb: np.ndarray, name: str) -> str:
@@ -159,10 +160,12 @@ class PictureWriter:
         pictures.save_png(rgb, self.out_dir / src)
         return src
 
-    def image(self, dataset: _Category, key: str) -> tuple[Picture, Picture, np.ndarray] | None:
-        """(plain picture, picture with the ground-truth outline, the plain thumbnail) of a test image."""
-        if key in self._images:
-            return self._images[key]
+    def image(self, dataset: _Category, key: str, window: Window | None = None) -> tuple[Picture, Picture, np.ndarray] | None:
+        """(plain picture, picture with the ground-truth outline, the plain thumbnail) of a test image,
+        or of its centred ``window`` (an experiment run with ``--crop``: its maps cover that window)."""
+        cache_key = (str(window or ""), key)
+        if cache_key in self._images:
+            return self._images[cache_key]
         result = None
         sample = dataset.samples.get(key)
         if sample is None:
@@ -173,21 +176,26 @@ class PictureWriter:
                 from ..image_io import read_rgb
 
                 full = read_rgb(sample.path)
+                if window is not None:
+                    full = window.cut(full)
                 size = pictures.thumb_size(full.shape[:2], self.size)
                 thumb = pictures.thumbnail_rgb(full, size)
                 del full
-                plain = Picture(self._write(thumb, f"images/{slug(key)}.png"), f"test image {key}", key)
-                outline = Picture(plain.src, f"test image {key}: good, no defect outline", "good: no defect")
+                name = slug(key) + (f"-{window}" if window else "")
+                within = f" (centred {window} window)" if window else ""
+                plain = Picture(self._write(thumb, f"images/{name}.png"), f"test image {key}{within}", key)
+                outline = Picture(plain.src, f"test image {key}{within}: good, no defect outline", "good: no defect")
                 if sample.channels:
                     mask = np.zeros((size[1], size[0]), dtype=bool)
                     for channel, _ in dataset.loaded.load_channels(sample):
-                        mask |= pictures.thumbnail_mask(channel, size)
+                        mask |= pictures.thumbnail_mask(window.cut(channel) if window else channel, size)
                     drawn = pictures.draw(thumb, pictures.boundary(mask, 2), pictures.GT_COLOUR)
-                    outline = Picture(self._write(drawn, f"ground_truth/{slug(key)}.png"), f"ground truth of {key} outlined in green", key)
+                    src = self._write(drawn, f"ground_truth/{name}.png")
+                    outline = Picture(src, f"ground truth of {key}{within} outlined in green", key)
                 result = (plain, outline, thumb)
             except Exception as exc:
                 self.notes.add("test images or masks that could not be read", f"{sample.path}: {exc}")
-        self._images[key] = result
+        self._images[cache_key] = result
         return result
 
     def overlay(self, scale: MethodScale, maps_dir: Path, key: str, image: np.ndarray | None) -> Picture | None:
@@ -266,12 +274,13 @@ def build_pictures(
         grid.messages.append(f"No saved anomaly maps: run the experiments with `{SAVE_MAPS_HINT}` to see them here.")
 
     scales = {s.method: s for s in grid.scales}
+    windows = {m: Window.parse(crop) if (crop := options_of(e.record).get("crop")) else None for m, e in shown.items()}
 
     def overlay_for(method: str, key: str) -> Picture | None:
         scale = scales[method]
         if not scale.has_maps or key not in images[method][0]:
             return None
-        base = writer.image(dataset, key) if dataset.loaded is not None else None
+        base = writer.image(dataset, key, windows[method]) if dataset.loaded is not None else None
         return writer.overlay(scale, shown[method].maps_dir(), key, base[2] if base else None)
 
     if dataset.loaded is not None or any(s.has_maps for s in grid.scales):
@@ -296,7 +305,7 @@ def build_pictures(
         items: dict[str, list[GalleryItem]] = {"fa": [], "miss": []}
         for group, chosen in (("fa", false_alarms), ("miss", misses)):
             for key in chosen:
-                base = writer.image(dataset, key) if dataset.loaded is not None else None
+                base = writer.image(dataset, key, windows[method]) if dataset.loaded is not None else None
                 image = base[1] if base else Picture(None, f"test image {key} unavailable", "image unavailable")
                 items[group].append(GalleryItem(key, label_of[key], score_of[key], image, overlay_for(method, key)))
         message = "" if scales[method].has_maps else scales[method].why_not
