@@ -114,3 +114,26 @@ def test_geometry_crop_and_full_frame_maps() -> None:
     frame = geometry.maps_to_frame(grid, (40, 60), sigma=0.0)
     assert frame.shape == (1, 40, 60) and frame.dtype == np.float32
     assert frame[0, 0, 0] == frame.min() and frame[0, 20, 30] == frame.max()  # border = min, centre = peak
+
+
+def test_a_vit_file_with_dinov2s_extra_mask_token_loads(tmp_path: Path) -> None:
+    """DINOv2's original checkpoints carry a ``mask_token`` timm's ViT has no use for: timm's own
+    checkpoint filter drops it, everything else still loads strictly."""
+    import timm
+    import torch
+
+    from autovi_core.backbones.weights import resolve_weights
+
+    torch.manual_seed(0)
+    source = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    state["mask_token"] = torch.zeros(1, 384)
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(state, path)
+    target = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56)
+    resolve_weights("vit_small_patch14_dinov2", target, path)
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
+    state["blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match="does not match the backbone's architecture"):
+        resolve_weights("vit_small_patch14_dinov2", target, path)

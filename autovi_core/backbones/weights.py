@@ -1,4 +1,5 @@
-"""Backbone weights: ImageNet weights for timm classifiers, from an explicit source, never random.
+"""Backbone weights: pretrained weights for timm models (ImageNet classifiers, DINOv2 ViTs), from an
+explicit source, never random.
 
 Weights come, in this order, from (1) a file the user names (hyperparameter ``weights`` or
 ``AUTOVI_WEIGHTS_<BACKBONE>`` / ``AUTOVI_WEIGHTS``), (2) the timm / Hugging Face / torch-hub cache,
@@ -122,6 +123,10 @@ def _load_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], wh
     """Load ``state`` into the full classifier ``model`` strictly and check it is not a random init."""
     if any(k.startswith(("_conv_stem", "_blocks.")) for k in state):
         state = lite0_package_keys_to_timm(state, model)
+    from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+    if isinstance(model, VisionTransformer):  # e.g. DINOv2's original file: drops its unused mask_token, maps key names
+        state = checkpoint_filter_fn(dict(state), model)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     try:
         result = model.load_state_dict(state, strict=True)
