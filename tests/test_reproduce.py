@@ -140,3 +140,36 @@ def test_variants_are_told_apart_by_options_and_overrides(recipe) -> None:
     assert by_label["Clip 600x600"].missing and by_label["Clip 600x600"].cells[padim].paper.mean == 53.5
     other_seeds = compare(recipe, "13", records, profile="paper", dataset="autovi", seeds=[5])
     assert all(c.ours is None for row in other_seeds.rows for c in row.cells)
+
+
+def test_reproduce_runs_a_reduced_grid_on_synthetic_autovi_and_resumes(tmp_path, capsys, monkeypatch) -> None:
+    """The whole command on the synthetic stand-in: experiments run, tables render with the paper's
+    columns, windows larger than the images are skipped with why, and a second call resumes."""
+    from tests.cli_runner import run_cli
+
+    monkeypatch.setenv("AUTOVI_NO_PROGRESS", "1")
+    out = tmp_path / "rep"
+    args = ["reproduce", "autovi-paper", "--dataset", "synthetic_autovi", "--seeds", "0", "--profile", "fast", "--in-process"]
+    args += ["--methods", "padim", "--categories", "pipe_clip", "--tables", "6,9,12", "--output", str(out)]
+    code, dry, err = run_cli(capsys, monkeypatch, *args, "--dry-run")
+    assert code == 0, err
+    assert "1 of 1" in dry and "✓ backbone tf_efficientnet_lite0" in dry and not (out / "results.jsonl").exists()
+    assert "window-200" in err and "uncropped originals" in err  # 200 x 200 does not fit the 128-pixel stand-in
+    code, stdout, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 0, err
+    assert "1 experiment(s), 0 already done" in err
+    tables = (out / "reproduce" / "tables.md").read_text()
+    assert tables in stdout  # printed as written
+    for heading in ("### Table 6: image AUROC", "### Table 9: AUsPRO up to pixel FPR 0.05", "### Table 12: image AUROC by window size"):
+        assert heading in tables
+    clip = next(line for line in tables.splitlines() if line.startswith("| Clip |"))
+    cells = [c.strip() for c in clip.strip("|").split("|")]
+    padim_ours, padim_paper = cells[9], cells[10]  # columns: label, then (ours, paper) per method
+    assert padim_paper == "62.6±2.0" and float(padim_ours) > 50
+    assert "Clip 600x600: needs the uncropped originals" in tables
+    rows = list(csv.DictReader(io.StringIO((out / "reproduce" / "table-6.csv").read_text())))
+    assert {r["column"] for r in rows} == {"CFlow", "DRAEM", "DSR", "EfficientAD", "PaDiM", "PatchCore"}
+    assert "<table>" in (out / "reproduce" / "index.html").read_text()
+    code, _, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 0 and "1 experiment(s), 1 already done" in err
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1

@@ -4,6 +4,11 @@ The images are rendered by :mod:`autovi_core.datasets.synthetic_scenes` (three c
 ``textured_plate``, ``clip_assembly``, ``wire_harness``; each with a ``multiple`` folder whose images
 carry two defect types). Categories are generated to a cache directory on first use (atomically,
 safe under concurrent generation) and read back through the AutoVI reader.
+
+The generation machinery is shared with :mod:`autovi_core.datasets.synthetic_autovi`: the marker
+(:func:`read_marker`), PNG and ground-truth writers (:func:`save_png`, :func:`write_channels`,
+:func:`write_defects_config`), atomic generation into a cache folder (:func:`generate_atomically`)
+and the provider base class :class:`GeneratedDataset`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import json
 import os
 import shutil
 import uuid
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,21 +53,31 @@ class SyntheticCounts:
     multiple: int = 8
 
 
-# --- writing a category ----------------------------------------------------------------------------
-def _save_png(path: Path, array: np.ndarray) -> None:
+# --- shared generation machinery -------------------------------------------------------------------
+def save_png(path: Path, array: np.ndarray, compress_level: int = 3) -> None:
+    """Write a uint8 array as PNG (zlib ``compress_level`` 0-9), creating the parent folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG", compress_level=3)
+    Image.fromarray(array).save(path, format="PNG", compress_level=compress_level)
 
 
-def _marker(category: str, size: int, seed: int, counts: SyntheticCounts) -> dict[str, object]:
-    return {
-        "generator": "autovi-synthetic",
-        "version": GENERATOR_VERSION,
-        "category": category,
-        "size": size,
-        "seed": seed,
-        "counts": asdict(counts),
-    }
+def write_channels(target: Path, folder: str, stem: str, channels: Sequence[tuple[str, np.ndarray]], values: dict[str, int]) -> None:
+    """Write an image's ground-truth channels as ``ground_truth/<folder>/<stem>/<NNN>.png`` (AutoVI style).
+
+    Each channel is an RGB PNG whose defect pixels hold the defect's ``pixel_value`` (``values``).
+    """
+    for number, (name, mask) in enumerate(channels):
+        gt = np.where(mask[:, :, None], np.uint8(values[name]), np.uint8(0)).repeat(3, axis=2)
+        save_png(target / "ground_truth" / folder / stem / f"{number:03d}.png", gt)
+
+
+def write_defects_config(target: Path, entries: Sequence[dict[str, object]]) -> None:
+    """Write ``defects_config.json`` (a JSON list of AutoVI defect objects)."""
+    (target / "defects_config.json").write_text(json.dumps(list(entries), indent=2) + "\n")
+
+
+def write_marker(target: Path, marker: dict[str, object]) -> None:
+    """Write the generation marker; a category folder is only complete once it has one."""
+    (target / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 def read_marker(category_dir: Path) -> dict[str, object] | None:
@@ -72,53 +89,30 @@ def read_marker(category_dir: Path) -> dict[str, object] | None:
     return marker if isinstance(marker, dict) else None
 
 
-def write_category(target: Path, category: str, size: int, seed: int, counts: SyntheticCounts) -> None:
-    """Render every image and mask of a category into ``target`` (a fresh folder)."""
-    spec = CATEGORY_SPECS[category]
-    values = {d.name: d.pixel_value for d in spec.defects}
-    plan = [("train", "good", counts.train), ("test", "good", counts.test_good)]
-    plan += [("test", f, counts.multiple if f == "multiple" else counts.per_defect) for f in spec.folders]
-    for split, folder, count in plan:
-        for index in range(count):
-            image, channels = render_image(category, size=size, seed=seed, split=split, folder=folder, index=index)
-            stem = f"{index:03d}"
-            _save_png(target / split / folder / f"{stem}.png", image)
-            for number, (name, mask) in enumerate(channels):
-                gt = np.where(mask[:, :, None], np.uint8(values[name]), np.uint8(0)).repeat(3, axis=2)
-                _save_png(target / "ground_truth" / folder / stem / f"{number:03d}.png", gt)
-    config = [d.config_entry(size) for d in spec.defects]
-    (target / "defects_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (target / MARKER_NAME).write_text(json.dumps(_marker(category, size, seed, counts), indent=2) + "\n")
+def generate_atomically(root: Path, category: str, marker: dict[str, object], write: Callable[[Path], None], *, kind: str) -> Path:
+    """Make ``<root>/<category>`` the folder that ``write`` renders, unless it is there with ``marker``.
 
-
-def generate_category(root: Path, category: str, *, size: int = DEFAULT_SIZE, seed: int = 0, counts: SyntheticCounts | None = None) -> Path:
-    """Generate ``<root>/<category>`` unless it is already there with the same parameters.
-
-    The category is rendered into a hidden sibling folder and renamed into place, so readers never
-    see a partial category; when another process wins the race, this one discards its copy. A folder
-    left by another generator version or other parameters is replaced; a folder without the marker
-    is not synthetic data and is never touched.
+    ``write(folder)`` fills a fresh folder (it must end with :func:`write_marker` of ``marker``). The
+    category is rendered into a hidden sibling folder and renamed into place, so readers never see a
+    partial category; when another process wins the race, this one discards its copy. A folder left
+    by the same generator (``marker["generator"]``) with another version or other parameters is
+    replaced; any other folder is not ours and is never touched (``kind`` names the dataset in the
+    error).
     """
-    if category not in CATEGORY_SPECS:
-        raise DataError(f"unknown synthetic category {category!r}; valid: {', '.join(SYNTHETIC_CATEGORIES)}")
-    if size < 32:
-        raise DataError(f"synthetic images must be at least 32 pixels wide, got {size}")
-    counts = counts or SyntheticCounts()
     root = Path(root)
     target = root / category
-    wanted = _marker(category, size, seed, counts)
     for _ in range(3):
         if target.exists():
-            marker = read_marker(target)
-            if marker == wanted:
+            found = read_marker(target)
+            if found == marker:
                 return target
-            if marker is None or marker.get("generator") != "autovi-synthetic":
-                raise DataError(f"{target}: exists but is not a generated synthetic category; remove it or use another root")
+            if found is None or found.get("generator") != marker["generator"]:
+                raise DataError(f"{target}: exists but is not a generated {kind} category; remove it or use another root")
             _discard(target, root)
         root.mkdir(parents=True, exist_ok=True)
         staging = root / f".{category}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            write_category(staging, category, size, seed, counts)
+            write(staging)
             os.rename(staging, target)
             return target
         except OSError:
@@ -139,8 +133,101 @@ def _discard(folder: Path, root: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-# --- the provider ----------------------------------------------------------------------------------
-class SyntheticDataset(DatasetProvider):
+# --- writing a category ----------------------------------------------------------------------------
+def _marker(category: str, size: int, seed: int, counts: SyntheticCounts) -> dict[str, object]:
+    return {
+        "generator": "autovi-synthetic",
+        "version": GENERATOR_VERSION,
+        "category": category,
+        "size": size,
+        "seed": seed,
+        "counts": asdict(counts),
+    }
+
+
+def write_category(target: Path, category: str, size: int, seed: int, counts: SyntheticCounts) -> None:
+    """Render every image and mask of a category into ``target`` (a fresh folder)."""
+    spec = CATEGORY_SPECS[category]
+    values = {d.name: d.pixel_value for d in spec.defects}
+    plan = [("train", "good", counts.train), ("test", "good", counts.test_good)]
+    plan += [("test", f, counts.multiple if f == "multiple" else counts.per_defect) for f in spec.folders]
+    for split, folder, count in plan:
+        for index in range(count):
+            image, channels = render_image(category, size=size, seed=seed, split=split, folder=folder, index=index)
+            stem = f"{index:03d}"
+            save_png(target / split / folder / f"{stem}.png", image)
+            write_channels(target, folder, stem, channels, values)
+    write_defects_config(target, [d.config_entry(size) for d in spec.defects])
+    write_marker(target, _marker(category, size, seed, counts))
+
+
+def generate_category(root: Path, category: str, *, size: int = DEFAULT_SIZE, seed: int = 0, counts: SyntheticCounts | None = None) -> Path:
+    """Generate ``<root>/<category>`` unless it is already there with the same parameters.
+
+    Atomic and safe under concurrent generation (:func:`generate_atomically`). A folder left by
+    another generator version or other parameters is replaced; a folder without the marker is not
+    synthetic data and is never touched.
+    """
+    if category not in CATEGORY_SPECS:
+        raise DataError(f"unknown synthetic category {category!r}; valid: {', '.join(SYNTHETIC_CATEGORIES)}")
+    if size < 32:
+        raise DataError(f"synthetic images must be at least 32 pixels wide, got {size}")
+    counts = counts or SyntheticCounts()
+    marker = _marker(category, size, seed, counts)
+
+    def write(folder: Path) -> None:
+        write_category(folder, category, size, seed, counts)
+
+    return generate_atomically(Path(root), category, marker, write, kind="synthetic")
+
+
+# --- the providers ---------------------------------------------------------------------------------
+class GeneratedDataset(DatasetProvider):
+    """A dataset generated on first use into a versioned cache folder and read with the AutoVI reader.
+
+    Subclasses set ``name``, ``category_names`` and ``version`` and implement :meth:`generate` and
+    :meth:`native_size`.
+    """
+
+    category_names: tuple[str, ...] = ()
+    version: int = 1
+
+    @abstractmethod
+    def generate(self, root: Path, category: str) -> Path:
+        """Generate ``<root>/<category>`` if needed (atomically) and return it."""
+
+    @abstractmethod
+    def native_size(self, category: str) -> tuple[int, int]:
+        """(height, width) of the category's images."""
+
+    def default_root(self) -> Path:
+        root = cache_root() / self.name / f"v{self.version}"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def categories(self, root: Path | None) -> list[str]:
+        """All generated categories, unless ``root`` is a foreign non-empty folder without any."""
+        if root is None:
+            return list(self.category_names)
+        root = Path(root).expanduser()
+        if not root.is_dir() or not any(p for p in root.iterdir() if not p.name.startswith(".")):
+            return list(self.category_names)
+        if any(read_marker(root / c) is not None for c in self.category_names) or root == self.default_root():
+            return list(self.category_names)
+        return []
+
+    def load_category(self, root: Path | None, category: str) -> Category:
+        """Generate the category if needed, then index it with the AutoVI reader."""
+        from .autovi import read_autovi_category
+
+        if category not in self.category_names:
+            raise DataError(f"unknown {self.name} category {category!r}; valid: {', '.join(self.category_names)}")
+        root = Path(root).expanduser() if root is not None else self.default_root()
+        folder = self.generate(root, category)
+        return read_autovi_category(folder, dataset=self.name, name=category, native_size=self.native_size(category))
+
+
+class SyntheticDataset(GeneratedDataset):
     """The built-in dataset: generated on first use into a versioned cache folder."""
 
     name = "synthetic"
@@ -149,41 +236,20 @@ class SyntheticDataset(DatasetProvider):
         "(textured_plate: scratches and spots; clip_assembly: missing screw, misplaced clip; "
         "wire_harness: a cable that varies between parts, spots and bare wire)"
     )
+    category_names = SYNTHETIC_CATEGORIES
+    version = GENERATOR_VERSION
 
     def __init__(self, *, size: int = DEFAULT_SIZE, seed: int = 0, counts: SyntheticCounts | None = None) -> None:
         self.size = size
         self.seed = seed
         self.counts = counts or SyntheticCounts()
 
-    def default_root(self) -> Path:
-        root = cache_root() / "synthetic" / f"v{GENERATOR_VERSION}"
-        root.mkdir(parents=True, exist_ok=True)
-        return root
-
-    def categories(self, root: Path | None) -> list[str]:
-        """All synthetic categories, unless ``root`` is a foreign non-empty folder without any."""
-        if root is None:
-            return list(SYNTHETIC_CATEGORIES)
-        root = Path(root).expanduser()
-        if not root.is_dir() or not any(p for p in root.iterdir() if not p.name.startswith(".")):
-            return list(SYNTHETIC_CATEGORIES)
-        if any(read_marker(root / c) is not None for c in SYNTHETIC_CATEGORIES) or root == self.default_root():
-            return list(SYNTHETIC_CATEGORIES)
-        return []
+    def generate(self, root: Path, category: str) -> Path:
+        return generate_category(root, category, size=self.size, seed=self.seed, counts=self.counts)
 
     def native_size(self, category: str) -> tuple[int, int]:
         """(height, width) of the category's images."""
         return CATEGORY_SPECS[category].native_size(self.size)
-
-    def load_category(self, root: Path | None, category: str) -> Category:
-        """Generate the category if needed, then index it with the AutoVI reader."""
-        from .autovi import read_autovi_category
-
-        if category not in CATEGORY_SPECS:
-            raise DataError(f"unknown synthetic category {category!r}; valid: {', '.join(SYNTHETIC_CATEGORIES)}")
-        root = Path(root).expanduser() if root is not None else self.default_root()
-        folder = generate_category(root, category, size=self.size, seed=self.seed, counts=self.counts)
-        return read_autovi_category(folder, dataset=self.name, name=category, native_size=self.native_size(category))
 
 
 __all__ = [
@@ -194,11 +260,17 @@ __all__ = [
     "SYNTHETIC_CATEGORIES",
     "CategorySpec",
     "DefectSpec",
+    "GeneratedDataset",
     "SyntheticCounts",
     "SyntheticDataset",
+    "generate_atomically",
     "generate_category",
     "image_streams",
     "read_marker",
     "render_image",
+    "save_png",
     "write_category",
+    "write_channels",
+    "write_defects_config",
+    "write_marker",
 ]
