@@ -1,0 +1,1 @@
+"""SuperSimpleNet for autovi: a feature adaptor, feature-space Perlin/Gaussian anomalies, segmentation and classification heads."""
