@@ -1,32 +1,34 @@
 """Scene rendering of ``synthetic_autovi``: six categories that imitate AutoVI's, in kind and difficulty.
 
 Each category keeps the real category's name, aspect ratio, defect types and the nuisances its
-normal images show (Table 4 of the AutoVI paper, ``shared/spec/autovi-paper-results.md``):
+normal images show (Table 4 of the AutoVI paper; ``docs/synthetic-autovi.md`` has the tables):
 
 - ``engine_wiring`` (square): a fixed engine-bay scene with a corrugated cable running from a
-  connector through a black fastening module, and a blue hoop on a rubber hose. Normal: slight
-  lighting changes, the fastening module's orientation varies by a few degrees, the cable's free
-  stretches and the hoop move slightly. Logical defects: ``fastening`` (the cable is not in the
-  fastening module: it passes beside it and the module's slot is empty) and ``blue_hoop`` (the hoop
-  is absent, or misplaced along the hose); ``multiple`` images have both.
+  connector through a fastening module, and a blue hoop on a rubber hose. Normal: slight lighting
+  changes and passing shadows, the fastening module's orientation and place vary, the cable's free
+  stretches move, the hoop slides along the hose within a tolerance. Logical defects:
+  ``fastening`` (the cable is not in the fastening module: it passes beside it, the slot is empty,
+  the latch open) and ``blue_hoop`` (the hoop absent, or out of tolerance along the hose);
+  ``multiple`` images have both.
 - ``pipe_clip`` (square): a pipe connector with a small green locking clip, in front of one of three
-  engine models (three modes of normality). Normal: slight item position and lighting changes.
-  Defects: ``unclipped`` (the small clip pulled out and tilted) and ``operator`` (a gloved hand and
-  arm in front of the scene).
+  engine models (modes of normality, not equally frequent, each with the connector at its own
+  place). Normal: item position and slight lighting changes. Defects: ``unclipped`` (the small clip
+  pulled out and tilted) and ``operator`` (a gloved hand and sleeve in front of the scene).
 - ``pipe_staple`` (square): a hose pushed onto a metal pipe and held by a large U-shaped staple, on
-  one of three engine models. Normal: slight position changes. Defect: ``missing`` (the staple is
-  absent; its two slots in the collar show).
+  one of three engine models (one rare; each with its own staple finish and connector place).
+  Normal: item position changes. Defect: ``missing`` (the staple absent).
 - ``tank_screw`` (4:3): a fixed scene on one of three fuel-tank models, with a small screw holding
-  a bracket. Normal: a red receptacle that moves freely, items that appear in some images at known
-  places (a wiring loop, a cable, nuts and bolts: never in new places in test), slight position
-  changes, some blurred pictures. Defect: ``missing`` (the screw, always at the same place, absent).
+  a bracket. Normal: a red receptacle that moves and turns, items that appear in some images at
+  known places (a wiring loop, a cable, nuts and bolts: never in new places in test), slight
+  position changes, some blurred pictures. Defect: ``missing`` (the screw, always at the same
+  place, absent).
 - ``underbody_pipes`` (4:3): a fixed underbody scene with brake lines, a corrugated pipe, clips and
   a heat shield. Normal: minor lighting changes, shards lying in some images. Defects:
   ``obstruction`` (a cable hanging in front of the scene), ``operator`` (an operator's arm in front
   of the scene) and ``multiple`` (both).
-- ``underbody_screw`` (4:3): a casing (one of three models) held by two screws. Normal: major
-  lighting changes (gain, direction, colour), lens flare in some images. Defect: ``missing`` (the
-  left screw absent).
+- ``underbody_screw`` (4:3): a casing (one of three models, each mounted at its own place) held by
+  two screws. Normal: major lighting changes (gain, ramps, colour, deep shadows), lens flare in
+  some images. Defect: ``missing`` (the left screw absent).
 
 Every category also drifts over the production series: train images are the first shots and test
 images later ones, and the lighting is a function of the shot's place in the series (``shot`` in
@@ -35,12 +37,15 @@ images later ones, and the lighting is a function of the shot's place in the ser
 warmer than train goods.
 
 Every image is a pure function of (category, size, seed, split, folder, index, shot). A scene stream
-draws the model, the camera (pose jitter, lighting, blur, flare, sensor noise) and every normal
-variation; a separate defect stream draws the defects, so rendering the same image with
+draws the model, the camera (pose jitter, lighting, shadow, blur, flare, sensor noise) and every
+normal variation; a separate defect stream draws the defects, so rendering the same image with
 ``with_defects=False`` gives its defect-free twin. The static part of each model's scene does not
 depend on the seed (it is the factory, not the shot) and is cached per image size. Scenes are
-drawn in canonical coordinates (``u`` to the right, ``v`` down, in image heights, centred), then
-warped by the pose together with the defect masks, so masks align with the pixels they mark.
+painted in canonical coordinates (``u`` to the right, ``v`` down, in image heights, centred) on a
+canvas with a margin, then warped by the pose together with the defect masks, so masks align with
+the pixels they mark. The difficulty knobs (defect severities, model frequencies, nuisance
+probabilities) are module constants and :class:`Nuisances` fields, tuned so that the ``fast``
+profiles of PatchCore, PaDiM and EfficientAD land between chance and 95 mean image AUROC.
 """
 
 from __future__ import annotations
@@ -54,19 +59,13 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import DataError
+from .autovi import AUTOVI_CATEGORIES
 from .synthetic_scenes import local_coords, sd_box, sd_circle
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump whenever the rendered pixels change: the default root is versioned, so caches regenerate."""
 
-AUTOVI_NATIVE_SIZES: dict[str, tuple[int, int]] = {
-    "engine_wiring": (400, 400),
-    "pipe_clip": (400, 400),
-    "pipe_staple": (400, 400),
-    "tank_screw": (750, 1000),
-    "underbody_pipes": (750, 1000),
-    "underbody_screw": (750, 1000),
-}
+AUTOVI_NATIVE_SIZES: dict[str, tuple[int, int]] = dict(AUTOVI_CATEGORIES)
 """AutoVI's native (height, width) per category (``scale=1.0`` renders at this size)."""
 
 SYNTHETIC_AUTOVI_CATEGORIES: tuple[str, ...] = tuple(AUTOVI_NATIVE_SIZES)
@@ -436,6 +435,7 @@ class Camera:
 
     @classmethod
     def draw(cls, rng: np.random.Generator, grid: Grid, nuisances: Nuisances) -> Camera:
+        """Draw one shot's conditions; the draws are the same whatever happens, so streams stay aligned."""
         jitter = grid.px(nuisances.jitter)
         dx, dy = rng.uniform(-jitter, jitter, 2)
         angle = math.radians(rng.uniform(-nuisances.rotation, nuisances.rotation))
@@ -811,7 +811,7 @@ def paint_pipe_staple(
 
 # --- tank_screw -----------------------------------------------------------------------------------
 TANK_SCREW = (0.2, -0.1)
-TANK_SCREW_RADIUS = 0.05
+TANK_SCREW_RADIUS = 0.055
 KNOWN_PLACES = ("wiring", "cable", "nuts")
 
 
@@ -841,7 +841,7 @@ def paint_tank_screw(
 ) -> Scene:
     """The moving red receptacle, items at known places and the small screw (absent for ``missing``)."""
     image = static.copy()
-    receptacle = (scene.uniform(-0.55, -0.25), scene.uniform(0.05, 0.3), scene.uniform(-0.15, 0.15))
+    receptacle = (scene.uniform(-0.55, -0.25), scene.uniform(0.05, 0.3), scene.uniform(-0.12, 0.12))
     present = scene.random(len(KNOWN_PLACES)) < 0.35
     wiring = scene.uniform(-0.03, 0.03, 4)
     nuts = scene.uniform(-0.05, 0.05, (4, 2))
@@ -926,11 +926,11 @@ def paint_underbody_pipes(
 
 # --- underbody_screw ------------------------------------------------------------------------------
 SCREWS = ((-0.36, 0.02), (0.36, 0.02))  # left, right; relative to the casing
-SCREW_RADIUS = 0.05
+SCREW_RADIUS = 0.055
 CASING_OFFSETS = ((0.0, 0.0), (0.07, -0.05), (-0.06, 0.06))
 """Where each casing model sits in the fixed scene."""
-SCREW_FINISH: tuple[Colour, ...] = ((0.95, 0.95, 0.9), (0.3, 0.3, 0.32), (0.85, 0.8, 0.62))
-"""The screws of each casing model: zinc, black oxide, yellow zinc."""
+SCREW_FINISH: tuple[Colour, ...] = ((0.95, 0.95, 0.9), (0.72, 0.72, 0.76), (0.85, 0.8, 0.62))
+"""The screws of each casing model: bright zinc, dull zinc, yellow zinc."""
 
 
 def underbody_screw_static(grid: Grid, rng: np.random.Generator, model: int) -> np.ndarray:
