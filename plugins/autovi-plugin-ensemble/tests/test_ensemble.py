@@ -284,7 +284,7 @@ def test_split_is_seeded_disjoint_and_covers_the_goods() -> None:
 # --- members and hyperparameters ---------------------------------------------------------------------
 def test_auto_takes_the_installed_default_members(monkeypatch: pytest.MonkeyPatch) -> None:
     installed = get_registry().detectors
-    assert resolve_members("auto") == [name for name in ("patchcore", "padim", "efficientad") if name in installed]
+    assert resolve_members("auto") == [name for name in ("patchcore", "padim") if name in installed]
     monkeypatch.setattr(ensemble_module, "AUTO_MEMBERS", ("padim", "no_such_a"))
     assert resolve_members("auto") == ["padim"]
     monkeypatch.setattr(ensemble_module, "AUTO_MEMBERS", ("no_such_a", "no_such_b"))
@@ -376,3 +376,10 @@ def test_checking_hyperparameters_imports_no_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_name_that_cannot_be_a_plugin_gets_no_pip_hint_and_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        Ensemble.resolve_hparams("fast", {"members": ["0\n"]})
+    message = str(info.value)
+    assert "unknown detector '0\\n'" in message and "pip install" not in message and "\n" not in message, message
