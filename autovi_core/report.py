@@ -190,16 +190,21 @@ def _default_scale(metric: str) -> float:
 
 
 def _column(record: dict, several_profiles: bool, varying: dict[str, list[str]] | None = None) -> str:
-    """The column of ``record``: its detector, then what tells it apart from the detector's other
-    columns (profile, section-6 options, and the overrides in ``varying``), then " (sup.)"."""
-    name = str(record.get("detector"))
+    """The column of ``record``: its detector, the members of a composite detector (its provenance's
+    ``member_names``, e.g. ``ensemble[patchcore+padim]``), then what tells it apart from the
+    detector's other columns (profile, section-6 options, and the overrides in ``varying``), then
+    " (sup.)"."""
+    detector = name = str(record.get("detector"))
+    members = (record.get("provenance") or {}).get("member_names")
+    if isinstance(members, list) and members and all(isinstance(m, str) for m in members):
+        name += "[" + "+".join(members) + "]"
     if several_profiles:
         name += f" [{record.get('profile')}]"
     options = options_label(options_of(record))
     if options:
         name += f" ({options})"
     overrides = record.get("overrides") or {}
-    shown = [f"{key}={overrides[key]}" for key in (varying or {}).get(name.split()[0], []) if key in overrides]
+    shown = [f"{key}={overrides[key]}" for key in (varying or {}).get(detector, []) if key in overrides]
     if shown:
         name += " {" + ", ".join(shown) + "}"
     if record.get("supervised") is True:

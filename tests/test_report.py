@@ -200,6 +200,19 @@ def test_supervised_suffix_and_profiles() -> None:
     assert build_table(records).methods == ["a [fast]", "a [paper]"]
 
 
+def test_composite_detectors_name_their_members_in_the_column() -> None:
+    fused = rec("ensemble", "c", 0, 0.9)
+    fused["provenance"] = {"member_names": ["patchcore", "padim"]}
+    other = rec("ensemble", "c", 0, 0.8)
+    other["overrides"] = {"fusion": "max"}
+    other["provenance"] = {"member_names": ["patchcore", "padim"]}
+    assert build_table([fused, rec("a", "c", 0, 0.7)]).methods == ["a", "ensemble[patchcore+padim]"]
+    methods = build_table([fused, other]).methods
+    assert methods == ["ensemble[patchcore+padim]", "ensemble[patchcore+padim] {fusion=max}"], methods
+    fused["provenance"] = {"member_names": "not a list"}
+    assert build_table([fused]).methods == ["ensemble"]
+
+
 def test_null_metric_skipped() -> None:
     table = build_table([rec("a", "c", 0, 0.9)], "pixel_auroc")
     assert table.methods == [] and "No results" in render_markdown(table)
