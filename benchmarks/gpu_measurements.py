@@ -106,8 +106,11 @@ def measure_detector(name: str, category: str, device: str, settings: dict[str, 
         first = run_once(name, category, settings["profile"], base, device)
         second = run_once(name, category, settings["profile"], {**base, knob: high}, device)
         per_unit = (second["timing"]["fit_s"] - first["timing"]["fit_s"]) / (high - low)
+        if per_unit <= 0:  # the extra units cost less than the fixed costs' noise: no number, not a negative one
+            per_unit = None
+            note = "; ".join([note] * bool(note) + [f"{high - low} more {unit}s were lost in the timing noise"])
         rows.append({"detector": name, "unit": unit, "per_unit_s": per_unit, "record": first, "note": note})
-        print(f"{name}: {per_unit:.3f} s per {unit}", flush=True)
+        print(f"{name}: {'-' if per_unit is None else f'{per_unit:.3f}'} s per {unit}", flush=True)
     return rows
 
 
@@ -156,7 +159,7 @@ def report(rows: list[dict[str, Any]], fused_ms: float | None, device: str, cate
     for row in rows:
         timing = row["record"]["timing"]
         lines.append(
-            f"| {row['detector']} | {row['unit']} | {row['per_unit_s']:.3f} | {fmt(timing['predict_images_per_s'], '.1f')} | "
+            f"| {row['detector']} | {row['unit']} | {fmt(row['per_unit_s'], '.3f')} | {fmt(timing['predict_images_per_s'], '.1f')} | "
             f"{fmt(timing['batch1_latency_ms'], '.2f')} | {fmt(timing['peak_gpu_mb'], '.0f')} | {row['note'] or '-'} |"
         )
     if fused_ms is not None:
