@@ -644,16 +644,12 @@ def export(
     console.print(f"exported: {path}", highlight=False)
 
 
-def _fast_list(argv: list[str]) -> bool:
-    """Run ``autovi [--debug] [--plugins P] [--exclude E] list [--json]`` without typer's parsing.
-
-    Typer coerces every option through pydantic, which costs more than the rest of ``autovi list``
-    (benchmarks/bench_cli_startup.py); anything else (``--help`` included) returns False and goes
-    through typer as usual.
-    """
+def _global_options(argv: list[str]) -> tuple[dict[str, Any], list[str]] | None:
+    """Split ``[--debug] [--plugins P] [--exclude E]`` off the front of ``argv``: (``_main``'s
+    keyword arguments, the rest from the command on), or None when anything else comes first."""
     options: dict[str, Any] = {"debug": False, "plugins": None, "exclude": None}
     args = list(argv)
-    while args and args[0] != "list":
+    while args and args[0].startswith("-"):
         flag = args.pop(0)
         name, sep, value = flag.partition("=")
         if flag == "--debug":
@@ -661,18 +657,66 @@ def _fast_list(argv: list[str]) -> bool:
         elif name in ("--plugins", "--exclude") and (sep or args):
             options[name[2:]] = value if sep else args.pop(0)
         else:
-            return False
-    if not args or args[1:] not in ([], ["--json"]):
+            return None
+    return options, args
+
+
+def _fast_list(argv: list[str]) -> bool:
+    """Run ``autovi [--debug] [--plugins P] [--exclude E] list [--json]`` without typer's parsing.
+
+    Typer coerces every option through pydantic, which costs more than the rest of ``autovi list``
+    (benchmarks/bench_cli_startup.py); anything else (``--help`` included) returns False and goes
+    through typer as usual.
+    """
+    split = _global_options(argv)
+    if split is None or split[1][:1] != ["list"] or split[1][1:] not in ([], ["--json"]):
         return False
-    _main(**options)
-    list_plugins(as_json=args[1:] == ["--json"])
+    _main(**split[0])
+    list_plugins(as_json=split[1][1:] == ["--json"])
+    return True
+
+
+_EVALUATE_OPTIONS = ("--dataset-root", "--category", "--maps", "--spro-mode", "--output")
+
+
+def _fast_evaluate(argv: list[str]) -> bool:
+    """Run ``autovi [global options] evaluate --dataset-root D --category C --maps M [--spro-mode S]
+    [--output F]`` (options in any order, ``--name value`` or ``--name=value``) without typer's
+    parsing, as :func:`_fast_list` does (typer's parsing and pydantic's import are a tenth of the
+    whole evaluation, benchmarks/bench_evaluate.py). Anything else (``--help``, a missing or
+    repeated option, a value starting with ``-``) returns False and goes through typer.
+    """
+    split = _global_options(argv)
+    if split is None or split[1][:1] != ["evaluate"]:
+        return False
+    args, values = split[1][1:], {}
+    while args:
+        name, sep, value = args.pop(0).partition("=")
+        if not sep and args:
+            value = args.pop(0)
+        elif not sep:
+            return False
+        if name not in _EVALUATE_OPTIONS or name in values or value.startswith("-"):
+            return False
+        values[name] = value
+    if not {"--dataset-root", "--category", "--maps"} <= values.keys():
+        return False
+    _main(**split[0])
+    output = values.get("--output")
+    evaluate(
+        dataset_root=Path(values["--dataset-root"]),
+        category=values["--category"],
+        maps=Path(values["--maps"]),
+        spro_mode=values.get("--spro-mode", "exact"),
+        output=None if output is None else Path(output),
+    )
     return True
 
 
 def main() -> None:
     """Console-script entry point: one-line errors unless --debug."""
     try:
-        if _fast_list(sys.argv[1:]):
+        if _fast_list(sys.argv[1:]) or _fast_evaluate(sys.argv[1:]):
             sys.exit(0)
         code = app(standalone_mode=False)  # click returns the code of a typer.Exit here
         sys.exit(code if isinstance(code, int) else 0)

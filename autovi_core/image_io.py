@@ -65,16 +65,14 @@ def read_mask(path: Path) -> tuple[np.ndarray, int | None]:
     if array.ndim == 3:
         # grey+alpha keeps only the grey channel; RGB(A) keeps the three colour channels
         array = array[:, :, :1] if array.shape[2] == 2 else array[:, :, : min(3, array.shape[2])]
-        values = np.unique(array)
         first = array[:, :, 0]
     elif array.ndim == 2:
         if array.dtype == bool:
             array = array.astype(np.uint8) * 255
-        values = np.unique(array)
         first = array
     else:
         raise DataError(f"{path}: a mask must be a 2-D image, got shape {array.shape}")
-    nonzero = [int(v) for v in values if v != 0]
+    nonzero = [int(v) for v in np.unique(array[array != 0])]  # defects are small: sort only their pixels
     if len(nonzero) > 1:
         raise DataError(f"{path}: a mask must hold one non-zero value, found {nonzero[:8]}")
     return first != 0, (nonzero[0] if nonzero else None)

@@ -1,6 +1,8 @@
 """`autovi evaluate` as a whole process against the I/O floor, on one full-size generated category.
 
-Run:  .venv/bin/python -m pytest benchmarks/bench_evaluate.py --benchmark-enable -s
+Run:  .venv/bin/python -m pytest benchmarks/bench_evaluate.py --benchmark-enable -s   (pytest-benchmark table)
+      .venv/bin/python benchmarks/bench_evaluate.py [ROUNDS]   (floor and process interleaved, min of ROUNDS,
+                                                               the ratio and the load average)
 
 Data (fixed seed): an AutoVI-layout ``pipe_clip`` at 400 x 400 with 400 good and 200 defective test
 images (two defect types, one channel each, elliptic regions) and an 8-bit PNG map for each test
@@ -14,6 +16,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +81,7 @@ def io_floor(data: Path, maps: Path) -> int:
 
 def test_evaluate_whole_process(benchmark, category) -> None:
     data, maps = category
-    evaluate_process(data, maps)  # warm the numba cache and the file cache outside the timing
+    evaluate_process(data, maps)  # warm the file cache outside the timing
     result = benchmark.pedantic(evaluate_process, args=(data, maps), rounds=3, iterations=1)
     assert 0.0 < result["localization"]["auc_spro"]["0.05"] < 1.0
 
@@ -85,3 +89,22 @@ def test_evaluate_whole_process(benchmark, category) -> None:
 def test_io_floor(benchmark, category) -> None:
     data, maps = category
     assert benchmark.pedantic(io_floor, args=(data, maps), rounds=3, iterations=1) == 600 * SHAPE[0] * SHAPE[1] + N_DEFECTIVE
+
+
+def interleaved(rounds: int = 5) -> dict[str, float]:
+    """Time the floor and the whole process alternately (so both see the same load), ``rounds``
+    times each, on a fresh category; the minima, their ratio and the load average."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data, maps = make_category(Path(tmp))
+        evaluate_process(data, maps)  # warm the file cache
+        floor, process = [], []
+        for _ in range(rounds):
+            for timings, run in ((floor, io_floor), (process, evaluate_process)):
+                start = time.perf_counter()
+                run(data, maps)
+                timings.append(time.perf_counter() - start)
+    return {"floor_s": min(floor), "evaluate_s": min(process), "ratio": min(process) / min(floor), "load_1min": os.getloadavg()[0]}
+
+
+if __name__ == "__main__":
+    print(json.dumps(interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 5)))

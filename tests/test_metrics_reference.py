@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -293,3 +297,156 @@ def test_shared_negative_histograms_give_the_same_numbers_to_the_bit() -> None:
     with shared_negative_histograms():
         shared = run()
     assert shared == plain
+
+
+def test_shared_results_across_multi_channel_images_and_unions_give_the_same_bits() -> None:
+    """evaluate_localisation shares, within one call, each map's negative histogram and each
+    channel's sorted scores across its subsets, pixel AUROC and AUPRO (a single channel's mask is
+    its own union): the numbers equal separate calls outside the sharing, to the bit."""
+    from autovi_core.metrics.evaluate import _union
+
+    rng = np.random.default_rng(8)
+    maps, channels = random_case(rng, n_images=10, shape=(20, 18), dtype=np.uint8, levels=30)
+    channels = [[(mask, max(sat, 0)) for mask, sat in chans] for chans in channels]
+    unions = [_union(chans, m.shape) for chans, m in zip(channels, maps)]
+    assert any(len(c) == 1 for c in channels) and any(len(c) > 1 for c in channels)
+    assert all(u is c[0][0] for u, c in zip(unions, channels) if len(c) == 1)
+    subsets = [list(range(10)), [0, 1, 2, 3, 5], [0, 2, 4, 6, 7, 9]]
+
+    def run() -> list:
+        out = [auc_spro([maps[i] for i in s], [channels[i] for i in s]) for s in subsets]
+        out.append(auc_spro_official(maps, channels))
+        return [*out, pixel_auroc(maps, unions), aupro(maps, unions, 0.3)]
+
+    plain = run()
+    from autovi_core.metrics.spro import shared_negative_histograms
+
+    with shared_negative_histograms():
+        assert run() == plain
+
+
+# ---------------------------------------------------------------- binned (numpy) vs compiled (numba) paths
+def binned_case(seed: int):
+    """Integer maps (histogram form) with 0-4 channels per image (at least one counted): empty masks,
+    zero, fractional and huge saturation areas, several images, many ties."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(["uint8", "uint16", "int16", "int8"][seed % 4])
+    info = np.iinfo(dtype)
+    levels = int(rng.choice([3, 20, 120] + ([3000] if dtype.itemsize == 2 else [])))
+    low = max(int(info.min), -levels // 2)
+    shape = tuple(int(v) for v in rng.integers(3, 40, 2))
+    maps, channels = [], []
+    for i in range(int(rng.integers(2, 8))):
+        maps.append(rng.integers(low, low + levels, size=shape).astype(dtype))
+        chans = []
+        for _ in range(int(rng.integers(1 if i == 1 else 0, 5)) if i % 2 else 0):
+            mask = rng.random(shape) < rng.uniform(0.0, 0.5)
+            area = int(mask.sum())
+            sat = rng.choice([0, 0.5, 1e300, rng.uniform(0.1, 1.0) * area, int(rng.integers(1, area + 2))])
+            chans.append((mask, sat))
+        channels.append(chans)
+    counted = None
+    if seed % 3 == 0:  # image 1's first channel always counts
+        counted = [[(i, k) == (1, 0) or bool(rng.random() < 0.7) for k in range(len(c))] for i, c in enumerate(channels)]
+    return maps, channels, counted
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_binned_paths_equal_the_compiled_kernels_to_the_bit(seed: int) -> None:
+    """8/16-bit maps are swept in numpy/Python (no numba start-up); every result equals the
+    compiled kernels' on the same data to the last bit: the sweep (areas, full curve, sampled curve),
+    pixel AUROC's rank statistic and the official evaluator's per-threshold (sPRO, FPR)."""
+    from autovi_core.metrics import spro_compiled
+    from autovi_core.metrics.spro import CURVE_FPRS, _global_positive_order, _rank_auc_binned, _sweep_binned, prepare
+    from autovi_core.metrics.spro_official import _evaluate_binned, _Evaluator
+
+    maps, channels, counted = binned_case(seed)
+    px = prepare(maps, channels, counted)
+    assert px.neg_counts is not None
+    if px.n_neg == 0 or px.n_channels == 0:
+        pytest.skip("no curve: the callers return nan before sweeping")
+    pos, ids = _global_positive_order(px)
+    for record, limits, grid in ((False, FPR_LIMITS, ()), (True, (2.0,), ()), (False, FPR_LIMITS, CURVE_FPRS)):
+        lim, grid = np.asarray(limits, dtype=np.float64), np.asarray(grid, dtype=np.float64)
+        compiled = spro_compiled.sweep(px.neg_values, px.counts_array(), px.n_neg, pos, ids, px.sat, lim, record, grid)
+        assert all(same_bits(a, b) for a, b in zip(compiled, _sweep_binned(px, lim, record, grid)))
+    if len(px.pos_values):
+        compiled_auc = spro_compiled.rank_auc(px.neg_values, px.counts_array(), px.n_neg, np.sort(px.pos_values))
+        assert same_bits(compiled_auc, _rank_auc_binned(px))
+    lo, hi = float(px.neg_values.min()), float(px.neg_values.max())
+    thresholds = np.concatenate((np.linspace(hi + 1, lo - 1, 97), np.arange(lo - 1, hi + 1, 0.5)))
+    cum = _Evaluator(px).cum
+    compiled_pair = spro_compiled.evaluate(px.neg_values, cum, px.n_neg, px.pos_values, px.pos_offsets, px.sat, thresholds)
+    assert all(same_bits(a, b) for a, b in zip(compiled_pair, _evaluate_binned(px, cum, thresholds)))
+
+
+def test_regions_are_numbered_as_scipy_labels_them() -> None:
+    """AUPRO's regions (8-connected, numbered by their first pixel in raster order) without scipy."""
+    from autovi_core.metrics.spro import _regions
+
+    rng = np.random.default_rng(2)
+    masks = [rng.random(tuple(int(v) for v in rng.integers(1, 30, 2))) < rng.uniform(0.05, 0.95) for _ in range(300)]
+    checker = (np.indices((17, 19)).sum(axis=0) % 2).astype(bool)
+    u = np.zeros((9, 9), bool)
+    u[1:8, 1] = u[1:8, 7] = u[7, 1:8] = True  # a U: two branches met late
+    masks += [np.zeros((4, 5), bool), np.ones((3, 6), bool), checker, ~checker, u, u[::-1].copy(), u.T.copy()]
+    for mask in masks:
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+        inside, areas = _regions(mask)
+        assert np.array_equal(inside, labels[mask] - 1)
+        assert np.array_equal(areas, np.bincount(labels.ravel(), minlength=n + 1)[1:])
+
+
+def test_integer_maps_import_neither_numba_nor_scipy() -> None:
+    """The metrics of 8/16-bit maps (what `autovi evaluate` reads from PNG) need no numba (about a
+    second of start-up) and no scipy; float maps still use the compiled kernels."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from autovi_core.metrics.evaluate import evaluate_localisation
+        from autovi_core.dataset import DefectConfig
+
+        rng = np.random.default_rng(0)
+        cfg = DefectConfig("scratch", 255, 1.0, True)
+        mask = np.zeros((16, 16), bool)
+        mask[3:7, 4:9] = True
+        maps = {f"good/{i}": rng.integers(0, 256, (16, 16), dtype=np.uint8) for i in range(3)}
+        maps["scratch/0"] = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+        gt = {"scratch/0": [(mask, cfg)]}
+        for mode in ("exact", "official"):
+            evaluate_localisation(maps, gt, mode=mode)
+        heavy = sorted(m for m in ("numba", "scipy") if m in sys.modules)
+        assert not heavy, heavy
+        evaluate_localisation({k: v.astype(np.float32) for k, v in maps.items()}, gt)
+        assert "numba" in sys.modules
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.parametrize("kind", ["uint8", "int8", "uint16", "int16", "int32", "float32"])
+def test_official_initial_quantiles_count_instead_of_sorting(kind: str) -> None:
+    """The initial thresholds' order statistics of 8/16-bit scores come from a histogram: the same
+    values, dtype and Python types as sorting."""
+    from autovi_core.metrics.spro_official import _sorted_at
+
+    rng = np.random.default_rng(4)
+    dtype = np.dtype(kind)
+    for n in (1, 2, 49, 5000):
+        if dtype.kind == "f":
+            scores = rng.random(n).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            scores = rng.integers(info.min, info.max, n, endpoint=True).astype(dtype)
+        positions = np.linspace(0, n - 1, num=50, endpoint=True, dtype=int)[1:-1]
+        want = np.sort(scores)[positions]
+        got = _sorted_at(scores, positions)
+        assert got.dtype == want.dtype and got.tolist() == want.tolist()
+        assert [type(v) for v in got.tolist()] == [type(v) for v in want.tolist()]

@@ -122,8 +122,14 @@ def _evaluate_localisation(
 
 
 def _union(channels: Sequence[tuple[np.ndarray, int]], shape: tuple[int, ...]) -> np.ndarray | None:
+    """The union of an image's channel masks (``None`` without channels). A single bool channel is
+    returned as is, so pixel AUROC and AUPRO find the negatives' histogram the sPRO subsets shared
+    (:func:`~.spro.shared_negative_histograms` knows arrays by identity)."""
     if not channels:
         return None
+    only = channels[0][0]
+    if len(channels) == 1 and isinstance(only, np.ndarray) and only.dtype == bool and only.shape == tuple(shape):
+        return only
     out = np.zeros(shape, dtype=bool)
     for mask, _ in channels:
         out |= mask

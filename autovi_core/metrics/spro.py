@@ -5,9 +5,11 @@ greater than the threshold, so the curves are the true step curves (no threshold
 
 Data flow: the scores of all *negative* pixels (outside the union of an image's channels) go into
 one array that is sorted in place (8/16-bit integer maps: a histogram, no sort); the scores of each
-channel's pixels are kept per channel. One compiled sweep over the distinct scores, from the
-highest down, then accumulates the areas for every FPR limit without building the curve (or,
-for :func:`auc_spro_and_curve`, keeping only the curve's vertices at a fixed grid of FPRs).
+channel's pixels are kept per channel. One sweep over the distinct scores, from the highest
+down, then accumulates the areas for every FPR limit without building the curve (or, for
+:func:`auc_spro_and_curve`, keeping only the curve's vertices at a fixed grid of FPRs). The sweep
+is compiled (numba, :mod:`.spro_compiled`) for per-pixel data; histograms, with their few distinct
+scores, are swept in Python with the same arithmetic in the same order (the same bits).
 
 Conventions:
 
@@ -20,13 +22,13 @@ Conventions:
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
+from typing import Any
 
 import numpy as np
-from numba import njit
 
 FPR_LIMITS = (0.01, 0.05, 0.1, 0.3, 1.0)
 
@@ -85,50 +87,61 @@ def _uses_histogram(dtype: np.dtype) -> bool:
     return np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2
 
 
-_shared_histograms: dict[tuple, tuple[np.ndarray, tuple]] | None = None
+_shared: dict[tuple, tuple[np.ndarray, tuple]] | None = None
 
 
 @contextmanager
 def shared_negative_histograms() -> Iterator[None]:
     """Within this block, :func:`prepare` bins each integer map's negative pixels once per (map,
-    channel masks) pair and reuses the histogram when the same arrays come again (the overall curve
-    and every per-defect-type and per-subdir subset share their good images). Integer counts add
-    up exactly, so the results are the same to the bit; float maps are gathered as before."""
-    global _shared_histograms
-    outer = _shared_histograms
+    channel masks) pair, and sorts each channel's scores once per (map, mask) pair, and reuses them
+    when the same arrays come again (the overall curve and every per-defect-type and per-subdir
+    subset share their good images; pixel AUROC and AUPRO share the single-channel images). Integer
+    counts add up exactly and a sorted array is the same array, so the results are the same to the
+    bit; float maps' negatives are gathered and sorted as before."""
+    global _shared
+    outer = _shared
     if outer is None:
-        _shared_histograms = {}
+        _shared = {}
     try:
         yield
     finally:
-        _shared_histograms = outer
+        _shared = outer
 
 
-def _negative_histogram(m: np.ndarray, u: np.ndarray | None, info: np.iinfo, key: tuple | None, pinned: tuple) -> np.ndarray:
-    if key is not None and _shared_histograms is not None and key in _shared_histograms:
-        return _shared_histograms[key][0]
+def _reused(key: tuple | None, pinned: tuple, compute: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+    """``compute(*args)``, once per ``key`` inside :func:`shared_negative_histograms` (``key`` names
+    arrays by ``id``; ``pinned`` keeps them referenced, so their ids stay theirs)."""
+    if key is None or _shared is None:
+        return compute(*args)
+    if key not in _shared:
+        _shared[key] = (compute(*args), pinned)
+    return _shared[key][0]
+
+
+def _sorted_scores(m: np.ndarray, mask: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.sort(m[mask].astype(dtype, copy=False))
+
+
+def _negative_histogram(m: np.ndarray, u: np.ndarray | None, info: np.iinfo) -> np.ndarray:
     values = m.ravel() if u is None else m[~u]
     if info.min < 0:
         values = values.astype(np.int32) - int(info.min)
-    hist = np.bincount(values, minlength=int(info.max) - int(info.min) + 1)
-    if key is not None and _shared_histograms is not None:
-        _shared_histograms[key] = (hist, pinned)  # the arrays stay referenced, so their ids stay theirs
-    return hist
+    return np.bincount(values, minlength=int(info.max) - int(info.min) + 1)
 
 
 def _gather_negatives(
     maps: Sequence[np.ndarray], unions: Sequence[np.ndarray | None], dtype: np.dtype, keys: Sequence[tuple | None] = (), pins=()
 ):
     """Negative scores as (ascending values, counts or None, count)."""
-    sizes = [m.size - (int(np.count_nonzero(u)) if u is not None else 0) for m, u in zip(maps, unions)]
-    n_neg = int(sum(sizes))
     if _uses_histogram(dtype):
         info = np.iinfo(dtype)
         hist = np.zeros(int(info.max) - int(info.min) + 1, dtype=np.int64)
         for i, (m, u) in enumerate(zip(maps, unions)):
-            hist += _negative_histogram(m, u, info, keys[i] if keys else None, pins[i] if pins else ())
+            hist += _reused(keys[i] if keys else None, pins[i] if pins else (), _negative_histogram, m, u, info)
         present = np.flatnonzero(hist)
-        return (present + int(info.min)).astype(dtype), hist[present], n_neg
+        return (present + int(info.min)).astype(dtype), hist[present], int(hist.sum())
+    sizes = [m.size - (int(np.count_nonzero(u)) if u is not None else 0) for m, u in zip(maps, unions)]
+    n_neg = int(sum(sizes))
     out = np.empty(n_neg, dtype=dtype)
     start = 0
     for m, u, size in zip(maps, unions, sizes):
@@ -168,16 +181,17 @@ def prepare(
         if m.ndim != 2:
             raise ValueError(f"map {i} must be 2-D, got shape {m.shape}")
         union = None
-        for k, (mask, sat) in enumerate(chans):
-            mask = np.asarray(mask, dtype=bool)
+        for k, (given, sat) in enumerate(chans):
+            mask = np.asarray(given, dtype=bool)
             _check_pair(i, m, mask)
             union = mask.copy() if union is None else np.logical_or(union, mask, out=union)
             if counted is None or counted[i][k]:
-                pos_parts.append(np.sort(m[mask].astype(dtype, copy=False)))
+                key = ("scores", id(m), id(given), dtype.str)
+                pos_parts.append(_reused(key, (m, given), _sorted_scores, m, mask, dtype))
                 sats.append(float(sat))
         unions.append(union)
     keys, pins = [], []
-    if _shared_histograms is not None and _uses_histogram(dtype):  # what identifies each image's negatives
+    if _shared is not None and _uses_histogram(dtype):  # what identifies each image's negatives
         keys = [(id(m), dtype.str, tuple(id(mask) for mask, _ in chans)) for m, chans in zip(maps, channels)]
         pins = [(m, [mask for mask, _ in chans]) for m, chans in zip(maps, channels)]
     neg_values, neg_counts, n_neg = _gather_negatives(maps, unions, dtype, keys, pins)
@@ -198,132 +212,161 @@ def _global_positive_order(px: PixelData) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
-# compiled sweep
+# sweeps: binned data in numpy/Python here, per-pixel data in the compiled kernels
 # --------------------------------------------------------------------------------------------
-@njit(cache=True)
-def _sweep(neg, neg_counts, n_neg, pos, pos_ch, sat, limits, record, grid):
-    """Descending sweep over distinct scores; returns (areas per limit, curve x, curve y).
+# Histogram-form data (8/16-bit maps) has at most a few thousand distinct scores, so the sweeps
+# below run in Python without numba's start-up (about a second). They do the compiled kernels'
+# arithmetic in the same order (tested to the bit against them), so the numbers do not depend on
+# which path ran.
 
-    Areas are raw (not divided by the limit). The curve holds every vertex when ``record``; else,
-    with a non-empty ascending ``grid`` of FPRs, only the starting point, the first vertex whose
-    FPR is >= each grid value and the last vertex (memory O(len(grid))); else just the start.
-    Recording never changes the areas: the same points are accumulated in the same order.
+
+@dataclass
+class _BinnedSteps:
+    """What a sweep over histogram-form data does at each distinct score, from the highest down.
+
+    Step ``s`` adds ``negatives[s]`` false positives, then adds ``inverse[r]`` (1 / the channel's
+    saturation area) ``times[r]`` times to the sPRO sum for each ``r`` in ``bounds[s]:bounds[s + 1]``:
+    one entry per channel with pixels at that score that still count (at most its saturation area
+    count), channels descending, as the compiled sweep meets the pixels.
     """
-    n_ch = sat.shape[0]
-    use_counts = neg_counts.shape[0] > 0
-    n_lim = limits.shape[0]
-    areas = np.zeros(n_lim)
-    done = np.zeros(n_lim, dtype=np.bool_)
-    inv = np.zeros(n_ch)
-    cnt = np.zeros(n_ch, dtype=np.int64)
-    total = 0.0  # sum of per-channel sPRO, compensated (Neumaier)
-    comp = 0.0
-    for c in range(n_ch):
-        if sat[c] <= 0:
+
+    negatives: list[int]
+    bounds: list[int]
+    inverse: list[float]
+    times: list[int]
+
+
+def _runs_in_sweep_order(px: PixelData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score, channel, pixel count) of each run of equal scores within a channel, in the order the
+    compiled sweep meets the pixels: scores descending, and channels descending within a score."""
+    pos = px.pos_values
+    ids = np.repeat(np.arange(px.n_channels), np.diff(px.pos_offsets))
+    starts = np.flatnonzero(np.concatenate(([True], (pos[1:] != pos[:-1]) | (ids[1:] != ids[:-1])))) if len(pos) else ids
+    lengths = np.diff(np.append(starts, len(pos)))
+    order = np.lexsort((ids[starts], pos[starts]))[::-1]
+    return pos[starts][order], ids[starts][order], lengths[order]
+
+
+def _counted_pixels(channels: np.ndarray, lengths: np.ndarray, sat: np.ndarray) -> np.ndarray:
+    """How many pixels of each run (in sweep order) add to their channel's sPRO: the compiled sweep
+    counts a channel's pixels one by one and adds 1 / sat while the count is <= sat (0 or less: none)."""
+    by_channel = np.argsort(channels, kind="stable")  # each channel's runs together, in sweep order
+    sizes = lengths[by_channel]
+    met = np.cumsum(sizes) - sizes  # pixels met before each run, all channels together
+    first = np.flatnonzero(np.diff(channels[by_channel], prepend=-1))  # each channel's first run
+    met -= np.repeat(met[first], np.diff(np.append(first, len(sizes))))  # ... of the run's own channel
+    before = np.empty_like(lengths)
+    before[by_channel] = met
+    cap = np.where(sat > 0, np.floor(np.minimum(sat, 2.0**62)), 0).astype(np.int64)
+    return np.maximum(np.minimum(before + lengths, cap) - before, 0)
+
+
+def _binned_steps(px: PixelData) -> _BinnedSteps:
+    """The steps of the sweep over histogram-form data (see :class:`_BinnedSteps`)."""
+    values, channels, lengths = _runs_in_sweep_order(px)
+    sat = px.sat[channels]
+    times = _counted_pixels(channels, lengths, sat)
+    kept = times > 0
+    scores = np.union1d(px.neg_values, values)[::-1]  # every distinct score, descending
+    step = len(scores) - 1 - np.searchsorted(scores[::-1], values[kept])  # non-decreasing: runs are in sweep order
+    negatives = np.zeros(len(scores), dtype=np.int64)
+    negatives[len(scores) - 1 - np.searchsorted(scores[::-1], px.neg_values)] = px.neg_counts
+    bounds = np.searchsorted(step, np.arange(len(scores) + 1))
+    return _BinnedSteps(negatives.tolist(), bounds.tolist(), (1.0 / sat[kept]).tolist(), times[kept].tolist())
+
+
+def _add_repeated(total: float, comp: float, x: float, times: int) -> tuple[float, float]:
+    """Add ``x > 0`` ``times`` times to the Neumaier-compensated sum (``total >= 0``, ``comp``), one
+    by one, as the compiled sweep does. ``total`` never decreases, so once it is >= ``x`` the
+    branch for ``|total| >= x`` is the one taken."""
+    while times and total < x:
+        t = total + x
+        comp += (x - t) + total
+        total = t
+        times -= 1
+    for _ in range(times):
+        t = total + x
+        comp += (total - t) + x
+        total = t
+    return total, comp
+
+
+def _sweep_binned(px: PixelData, limits: np.ndarray, record: bool, grid: np.ndarray):
+    """:func:`.spro_compiled.sweep` for histogram-form data: the same result, to the bit."""
+    steps = _binned_steps(px)
+    lims, grid_fprs = limits.tolist(), grid.tolist()
+    n_ch, n_neg, n_lim, n_grid = px.n_channels, px.n_neg, len(lims), len(grid_fprs)
+    areas, done = [0.0] * n_lim, [False] * n_lim
+    total, comp = 0.0, 0.0  # sum of per-channel sPRO, compensated (Neumaier)
+    for s in px.sat.tolist():
+        if s <= 0:
             total += 1.0
-        else:
-            inv[c] = 1.0 / sat[c]
-    n_grid = grid.shape[0]
     sample = not record and n_grid > 0
-    cap = neg.shape[0] + pos.shape[0] + 1 if record else n_grid + 2
-    xs = np.zeros(cap)
-    ys = np.zeros(cap)
-    px = 0.0
-    py = total / n_ch
-    ys[0] = py
-    n_pts = 1
-    fp = 0
-    i = neg.shape[0] - 1
-    j = pos.shape[0] - 1
-    n_done = 0
-    g = 0  # next grid value to reach
-    last_kept = True  # whether the latest vertex is in the curve
-    while (i >= 0 or j >= 0) and (n_done < n_lim or record or sample):
-        if i < 0:
-            v = pos[j]
-        elif j < 0:
-            v = neg[i]
-        else:
-            v = neg[i] if neg[i] > pos[j] else pos[j]
-        while i >= 0 and neg[i] == v:
-            fp += neg_counts[i] if use_counts else 1
-            i -= 1
-        while j >= 0 and pos[j] == v:
-            c = pos_ch[j]
-            cnt[c] += 1
-            if sat[c] > 0 and cnt[c] <= sat[c]:
-                t = total + inv[c]
-                if abs(total) >= inv[c]:
-                    comp += (total - t) + inv[c]
-                else:
-                    comp += (inv[c] - t) + total
-                total = t
-            j -= 1
+    px_, py = 0.0, total / n_ch
+    xs, ys = [0.0], [py]
+    fp, n_done, g, last_kept = 0, 0, 0, True
+    for step, negatives in enumerate(steps.negatives):
+        if n_done >= n_lim and not record and not sample:
+            break
+        fp += negatives
+        for r in range(steps.bounds[step], steps.bounds[step + 1]):
+            total, comp = _add_repeated(total, comp, steps.inverse[r], steps.times[r])
         x = fp / n_neg
-        y = min((total + comp) / n_ch, 1.0) if n_ch > 0 else np.nan
+        y = min((total + comp) / n_ch, 1.0)
         for k in range(n_lim):
             if done[k]:
                 continue
-            lim = limits[k]
+            lim = lims[k]
             if x <= lim:
-                areas[k] += 0.5 * (py + y) * (x - px)
+                areas[k] += 0.5 * (py + y) * (x - px_)
             else:
-                if px < lim:
-                    y_lim = py + (y - py) * (lim - px) / (x - px)
-                    areas[k] += 0.5 * (y_lim + py) * (lim - px)
+                if px_ < lim:
+                    y_lim = py + (y - py) * (lim - px_) / (x - px_)
+                    areas[k] += 0.5 * (y_lim + py) * (lim - px_)
                 done[k] = True
                 n_done += 1
         keep = record
-        while sample and g < n_grid and x >= grid[g]:
+        while sample and g < n_grid and x >= grid_fprs[g]:
             g += 1
             keep = True
         if keep:
-            xs[n_pts] = x
-            ys[n_pts] = y
-            n_pts += 1
+            xs.append(x)
+            ys.append(y)
         last_kept = keep
-        px = x
-        py = y
+        px_, py = x, y
     if sample and not last_kept:
-        xs[n_pts] = px
-        ys[n_pts] = py
-        n_pts += 1
-    return areas, xs[:n_pts], ys[:n_pts]
+        xs.append(px_)
+        ys.append(py)
+    return np.array(areas, dtype=np.float64), np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)
 
 
-@njit(cache=True)
-def _rank_auc(neg, neg_counts, n_neg, pos):
-    """ROC AUC as the rank statistic P(pos > neg) + P(pos == neg) / 2, from ascending arrays."""
-    use_counts = neg_counts.shape[0] > 0
-    i = neg.shape[0] - 1
-    j = pos.shape[0] - 1
-    tp_above = 0
-    u = 0.0
-    while i >= 0 or j >= 0:
-        if i < 0:
-            v = pos[j]
-        elif j < 0:
-            v = neg[i]
-        else:
-            v = neg[i] if neg[i] > pos[j] else pos[j]
-        nn = 0
-        while i >= 0 and neg[i] == v:
-            nn += neg_counts[i] if use_counts else 1
-            i -= 1
-        npos = 0
-        while j >= 0 and pos[j] == v:
-            npos += 1
-            j -= 1
-        u += nn * (tp_above + 0.5 * npos)
-        tp_above += npos
-    return u / (float(pos.shape[0]) * float(n_neg))
+def _rank_auc_binned(px: PixelData) -> float:
+    """:func:`.spro_compiled.rank_auc` for histogram-form data: the same result, to the bit.
+
+    Per distinct score ``v`` (descending) it adds ``n_neg(v) * (n_pos(> v) + n_pos(v) / 2)``; the
+    additions are sequential (``np.cumsum``), as in the compiled loop.
+    """
+    pos_values, pos_counts = np.unique(px.pos_values, return_counts=True)
+    values = np.union1d(px.neg_values, pos_values)
+    nn = np.zeros(len(values), dtype=np.int64)
+    npos = np.zeros(len(values), dtype=np.int64)
+    nn[np.searchsorted(values, px.neg_values)] = px.neg_counts
+    npos[np.searchsorted(values, pos_values)] = pos_counts
+    nn, npos = nn[::-1], npos[::-1]  # descending, as the compiled loop
+    tp_above = np.concatenate(([0], np.cumsum(npos)[:-1]))
+    u = float(np.cumsum(nn * (tp_above + 0.5 * npos))[-1])
+    return u / (float(len(px.pos_values)) * float(px.n_neg))
 
 
 def _run_sweep(px: PixelData, limits: Sequence[float], record: bool, grid: np.ndarray | None = None):
-    pos, ids = _global_positive_order(px)
     lim = np.asarray(limits, dtype=np.float64)
     grid = np.empty(0, dtype=np.float64) if grid is None else grid
-    return _sweep(px.neg_values, px.counts_array(), px.n_neg, pos, ids, px.sat, lim, record, grid)
+    if px.neg_counts is not None:
+        return _sweep_binned(px, lim, record, grid)
+    from .spro_compiled import sweep
+
+    pos, ids = _global_positive_order(px)
+    return sweep(px.neg_values, px.counts_array(), px.n_neg, pos, ids, px.sat, lim, record, grid)
 
 
 def _areas_to_dict(px: PixelData, limits: Sequence[float]) -> dict[str, float]:
@@ -424,12 +467,56 @@ def auc_from_curve(fpr: np.ndarray, y: np.ndarray, limit: float) -> float:
     return area / limit
 
 
-def _regions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """8-connected labels of a mask and the area of each region (index 0 = label 1)."""
-    from scipy import ndimage
+def _row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, first column, end column (exclusive)) of every horizontal run of True, in raster order;
+    rows count from the first row holding a True."""
+    filled = np.flatnonzero(mask.any(axis=1))
+    mask = mask[filled[0] : filled[-1] + 1] if len(filled) else mask[:0]
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    steps = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(steps == 1)
+    ends = np.nonzero(steps == -1)[1]
+    return rows, starts, ends
 
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    return labels, np.bincount(labels.ravel(), minlength=n + 1)[1:]
+
+def _touching_runs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a, b) of runs, a on the row above b, that touch 8-connectedly (columns within 1)."""
+    line = width + 2  # run (row, column) -> row * line + column keeps raster order, rows apart
+    above = (rows - 1) * line
+    first = np.searchsorted(rows * line + ends, above + starts, side="left")  # runs above ending at/after b's start
+    last = np.searchsorted(rows * line + starts, above + ends, side="right") - 1  # ... and starting at/before b's end
+    counts = np.maximum(last - first + 1, 0)
+    b = np.repeat(np.arange(len(rows)), counts)
+    a = np.repeat(first, counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return a, b
+
+
+def _regions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-connected regions of a 2-D bool mask, numbered as ``scipy.ndimage.label`` numbers them
+    (by their first pixel in raster order) from 0: the region of each True pixel, in raster order
+    (as ``mask[mask]`` lists them), and the area of each region.
+
+    Horizontal runs of True that touch are joined by a union-find over the runs (a few per row of a
+    defect), in numpy and Python: importing scipy costs more than labelling a category's masks so.
+    """
+    rows, starts, ends = _row_runs(mask)
+    parent = list(range(len(rows)))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(*(side.tolist() for side in _touching_runs(rows, starts, ends, mask.shape[1]))):
+        ra, rb = root(a), root(b)
+        if ra != rb:  # the smaller run id stays the root: a region's root is its first run
+            parent[max(ra, rb)] = min(ra, rb)
+    region_of_run = np.unique([root(x) for x in range(len(rows))], return_inverse=True)[1].reshape(-1)
+    lengths = ends - starts
+    areas = np.bincount(region_of_run, weights=lengths, minlength=int(region_of_run.max(initial=-1)) + 1).astype(np.int64)
+    return np.repeat(region_of_run, lengths), areas
 
 
 def _region_data(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> PixelData:
@@ -449,8 +536,7 @@ def _region_data(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None])
             continue
         mask = np.asarray(mask, dtype=bool)
         _check_pair(i, m, mask)
-        labels, areas = _regions(mask)
-        inside = labels[mask]
+        inside, areas = _regions(mask)
         order = np.argsort(inside, kind="stable")
         values = m[mask].astype(dtype, copy=False)[order]
         bounds = np.concatenate(([0], np.cumsum(areas)))
@@ -458,8 +544,8 @@ def _region_data(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None])
         sats.append(areas.astype(np.float64))
         unions.append(mask)
     keys, pins = [], []
-    if _shared_histograms is not None and _uses_histogram(dtype):  # a good image's key is the one prepare() gives it
-        keys = [(id(m), dtype.str, () if u is None else ("union", id(mask))) for m, u, mask in zip(maps, unions, masks)]
+    if _shared is not None and _uses_histogram(dtype):  # the key prepare() gives a map with the one channel `mask`
+        keys = [(id(m), dtype.str, () if u is None else (id(mask),)) for m, u, mask in zip(maps, unions, masks)]
         pins = [(m, mask) for m, mask in zip(maps, masks)]
     neg_values, neg_counts, n_neg = _gather_negatives(maps, unions, dtype, keys, pins)
     offsets = np.zeros(len(parts) + 1, dtype=np.int64)
@@ -483,7 +569,10 @@ def pixel_auroc(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) 
     """ROC AUC over all pixels (positives = mask pixels), ties counted half; ``nan`` if a class is empty."""
     channels = [[] if mk is None else [(np.asarray(mk, dtype=bool), 1)] for mk in masks]
     px = prepare(maps, channels)
-    pos = np.sort(px.pos_values)
-    if px.n_neg == 0 or len(pos) == 0:
+    if px.n_neg == 0 or len(px.pos_values) == 0:
         return float("nan")
-    return float(_rank_auc(px.neg_values, px.counts_array(), px.n_neg, pos))
+    if px.neg_counts is not None:
+        return _rank_auc_binned(px)
+    from .spro_compiled import rank_auc
+
+    return float(rank_auc(px.neg_values, px.counts_array(), px.n_neg, np.sort(px.pos_values)))

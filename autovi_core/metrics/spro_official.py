@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from numba import njit
 
-from .spro import FPR_LIMITS, Channel, PixelData, auc_from_curve, prepare
+from .spro import FPR_LIMITS, Channel, PixelData, _uses_histogram, auc_from_curve, prepare
 
 MAX_SCORES = 10_000_000
 NUM_INITIAL = 50
@@ -32,44 +31,22 @@ MAX_QUERIES = 100
 MAX_STEPS = 10
 
 
-@njit(cache=True)
-def _count_above(values, t):
-    """Index of the first entry of ascending ``values`` that is greater than ``t``."""
-    lo = 0
-    hi = values.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if values[mid] > t:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def _evaluate_binned(px: PixelData, neg_cum: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`.spro_compiled.evaluate` for histogram-form data in numpy: the same result, to the bit.
 
-
-@njit(cache=True)
-def _evaluate(neg, neg_cum, n_neg, pos, offsets, sat, thresholds):
-    """(mean sPRO, FPR) at each threshold; ``neg_cum`` are cumulative histogram counts or empty."""
-    n_t = thresholds.shape[0]
-    n_ch = sat.shape[0]
-    spro = np.zeros(n_t)
-    fpr = np.zeros(n_t)
-    use_cum = neg_cum.shape[0] > 0
-    for k in range(n_t):
-        t = thresholds[k]
-        idx = _count_above(neg, t)
-        below = neg_cum[idx] if use_cum else idx
-        fpr[k] = (n_neg - below) / n_neg
-        total = 0.0
-        for c in range(n_ch):
-            a = offsets[c]
-            b = offsets[c + 1]
-            tp = b - a - _count_above(pos[a:b], t)
-            if sat[c] <= 0:
-                total += 1.0
-            else:
-                total += min(tp / sat[c], 1.0)
-        spro[k] = total / n_ch
-    return spro, fpr
+    A score counts above a threshold when it is greater than it, compared in float64 (exact for
+    8/16-bit scores); per threshold the channels' sPRO values are added in channel order
+    (``np.cumsum``, sequential), as in the compiled loop. Needs a channel, as the callers ensure.
+    """
+    fpr = (px.n_neg - neg_cum[np.searchsorted(px.neg_values.astype(np.float64), thresholds, side="right")]) / px.n_neg
+    pos = px.pos_values.astype(np.float64)
+    terms = np.ones((len(thresholds), px.n_channels), dtype=np.float64)
+    for c in range(px.n_channels):
+        if px.sat[c] > 0:
+            a, b = px.pos_offsets[c], px.pos_offsets[c + 1]
+            tp = (b - a) - np.searchsorted(pos[a:b], thresholds, side="right")
+            terms[:, c] = np.minimum(tp / px.sat[c], 1.0)
+    return np.cumsum(terms, axis=1)[:, -1] / px.n_channels, fpr
 
 
 class _Evaluator:
@@ -85,7 +62,11 @@ class _Evaluator:
     def __call__(self, thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         px = self.px
         t = np.asarray(thresholds, dtype=np.float64)
-        return _evaluate(px.neg_values, self.cum, px.n_neg, px.pos_values, px.pos_offsets, px.sat, t)
+        if px.neg_counts is not None:
+            return _evaluate_binned(px, self.cum, t)
+        from .spro_compiled import evaluate
+
+        return evaluate(px.neg_values, self.cum, px.n_neg, px.pos_values, px.pos_offsets, px.sat, t)
 
 
 def initial_thresholds(maps: Sequence[np.ndarray], seed: int | None = 0) -> list[float]:
@@ -97,12 +78,21 @@ def initial_thresholds(maps: Sequence[np.ndarray], seed: int | None = 0) -> list
         per_image = int(np.floor(MAX_SCORES / len(maps)))
         rng = np.random.default_rng(seed) if seed is not None else np.random
         scores = np.concatenate([rng.choice(np.asarray(m).ravel(), size=min(per_image, m.size), replace=False) for m in maps])
-    scores.sort()
     lowest = min(float(np.min(m)) for m in maps)
     highest = max(float(np.max(m)) for m in maps)
     idx = np.linspace(0, len(scores) - 1, num=NUM_INITIAL, endpoint=True, dtype=int)[1:-1]
-    middle = scores[idx].tolist()[::-1]
+    middle = _sorted_at(scores, idx).tolist()[::-1]
     return list(dict.fromkeys([highest + EPSILON] + middle + [lowest - EPSILON]))
+
+
+def _sorted_at(scores: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``np.sort(scores)[positions]`` (same dtype); 8/16-bit integer scores are counted, not
+    sorted: the score at sorted position ``k`` is the first whose cumulative count exceeds ``k``."""
+    if not _uses_histogram(scores.dtype):
+        return np.sort(scores)[positions]
+    offset = int(np.iinfo(scores.dtype).min)
+    cumulative = np.cumsum(np.bincount(scores.astype(np.int32) - offset if offset else scores))
+    return (np.searchsorted(cumulative, positions, side="right") + offset).astype(scores.dtype)
 
 
 def _new_queries(thresholds: list[float], spro: np.ndarray, fpr: np.ndarray, max_distance: float) -> list:

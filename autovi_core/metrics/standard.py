@@ -7,8 +7,8 @@ from typing import Any
 from ..errors import DataError
 from ..metric import EvaluationData, Metric
 
-# The computations are imported inside compute(): the sPRO code pulls in scipy and numba, which
-# registering the metrics (``autovi list``) must not pay for.
+# The computations are imported inside compute(): registering the metrics (``autovi list``) must not
+# pay for them (and the sPRO code imports numba when it meets float maps).
 
 
 class ImageClassification(Metric):
