@@ -1,9 +1,10 @@
-"""The GPU measurements issues #3, #5 and #6 ask for, in one command, written as a Markdown report.
+"""Training and inference timings of every detector's ``paper`` profile, written as a Markdown report.
 
-    .venv/bin/python benchmarks/gpu_measurements.py --device cuda --output docs/gpu-measurements.md
+    python benchmarks/gpu_measurements.py --device cuda --size 256 --train-images 200 --random-weights /tmp/rw \
+        --output docs/gpu-measurements.md
     .venv/bin/python benchmarks/gpu_measurements.py --device cpu --quick     # the same code, small, on the CPU
 
-For DRAEM, DSR, EfficientAD and CFlow in their ``paper`` profiles on one synthetic category:
+For each detector (``--detector``, default all of :data:`PLANS`) on one synthetic category:
 
 - **training time per epoch** (per step for EfficientAD): after a warm-up run, the experiment is run
   twice with the epoch count at ``low`` and at ``high`` and everything else equal, so ``(fit_high - fit_low) /
@@ -11,15 +12,18 @@ For DRAEM, DSR, EfficientAD and CFlow in their ``paper`` profiles on one synthet
   teacher set-up); each run gets an empty cache, so nothing is reused between them;
 - **inference**: ``autovi run``'s own timings of the ``low`` run: images/s over the test split,
   batch-1 latency (median of 10 single images, maps included) and peak GPU memory;
-- for PatchCore and PaDiM, which do not train, the whole fit (feature extraction, coreset or
-  Gaussian estimation) and the same inference timings;
+- for PatchCore, PaDiM and AnomalyDINO, which do not train, the whole fit (feature extraction,
+  coreset or Gaussian estimation) and the same inference timings;
 - for EfficientAD also the fused PDN-S forward at 256 x 256, batch 1, mixed precision: the number
   the paper's 2.2 ms latency is about (weights do not change it).
 
-What is changed from the ``paper`` profiles, and why, is printed in the report: no WideResNet
-weights can be had offline, so PatchCore, PaDiM and CFlow use Lite0 and EfficientAD's teacher is distilled from Lite0
-for only a few steps (its cost is not what is measured). The synthetic category has 40 training
-images, so an epoch here is 40 images (DSR's stage 3 draws a fixed 8000 samples per epoch).
+What is changed from the ``paper`` profiles, and why, is printed in the report. No paper backbone
+has weights offline: by default the detectors that need one run on Lite0; with ``--random-weights DIR``
+they run on the paper's architecture with a seeded random initialisation saved in DIR (timings do
+not depend on the weights; the scores of such runs mean nothing). EfficientAD's teacher is distilled
+for only a few steps (its cost is not what is measured). The built-in category has 40 training images
+at 128 px; ``--size`` and ``--train-images`` generate a bigger one (DSR's stage 3 draws a fixed 8000
+samples per epoch whatever the size).
 """
 
 from __future__ import annotations
@@ -44,12 +48,15 @@ class Plan:
     note: str = ""
     scale: int = 1  # the knob runs at scale * low and scale * high units (steps are too short to time one by one)
     quick: dict[str, Any] = field(default_factory=dict)  # also fixed in --quick mode: smaller fixed costs
+    lite0: bool = False  # the paper backbone has no offline weights: Lite0 instead, or (--random-weights) the paper's, untrained
 
 
+LITE0 = {"backbone": "tf_efficientnet_lite0"}
 LITE0_NOTE = "Lite0 backbone instead of the paper's (no weights offline)"
 PLANS: dict[str, Plan] = {
-    "patchcore": Plan((), fixed={"backbone": "tf_efficientnet_lite0"}, note=LITE0_NOTE),
-    "padim": Plan((), fixed={"backbone": "tf_efficientnet_lite0"}, note=LITE0_NOTE),
+    "patchcore": Plan((), lite0=True),
+    "padim": Plan((), lite0=True),
+    "anomalydino": Plan((), lite0=True),
     "draem": Plan((("epochs", "epoch"),)),
     "dsr": Plan(
         (("stage1_epochs", "stage-1 epoch"), ("stage2_epochs", "stage-2 epoch"), ("stage3_epochs", "stage-3 epoch")),
@@ -62,17 +69,69 @@ PLANS: dict[str, Plan] = {
         scale=100,
         quick={"teacher_views": 16},
     ),
-    "cflow": Plan(
-        (("meta_epochs", "meta-epoch"),),
-        fixed={"backbone": "tf_efficientnet_lite0"},
-        note=LITE0_NOTE,
-    ),
+    "cflow": Plan((("meta_epochs", "meta-epoch"),), lite0=True),
+    "glass": Plan((("epochs", "epoch"),), lite0=True),
+    "supersimplenet": Plan((("epochs", "epoch"),), lite0=True),
 }
 QUICK = {"profile": "fast", "low": 1, "high": 5, "max_scale": 10}  # EfficientAD: 10 and 50 steps
 FULL = {"profile": "paper", "low": 1, "high": 3, "max_scale": None}
 
 
-def run_once(detector: str, category: str, profile: str, overrides: dict[str, Any], device: str) -> dict[str, Any]:
+def paper_backbone(detector: str) -> str:
+    """The backbone of ``detector``'s paper profile (EfficientAD: the CNN its teacher is distilled from)."""
+    from autovi_core.registry import get_registry
+
+    return str(get_registry().detectors[detector].params["backbone"].paper)
+
+
+def random_weights_file(backbone: str, folder: Path) -> Path:
+    """A state dict of ``backbone`` at a seeded random initialisation: the paper's architecture, costs and all.
+
+    Timings do not depend on the weights' values, so this measures the paper profiles exactly where no
+    ImageNet weights can be had offline; the scores of such a run mean nothing and are not reported.
+    """
+    import timm
+    import torch
+
+    path = folder / f"{backbone.replace('/', '_')}-random.pth"
+    if not path.exists():
+        torch.manual_seed(20261204)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(timm.create_model(backbone, pretrained=False).state_dict(), path)
+    return path
+
+
+def backbone_overrides(name: str, plan: Plan, random_weights: Path | None) -> tuple[dict[str, Any], str]:
+    """Overrides and note for the detector's backbone: Lite0, the paper's untrained, or nothing to change."""
+    if random_weights is not None and (plan.lite0 or name == "efficientad"):
+        backbone = paper_backbone(name)
+        weights = str(random_weights_file(backbone, random_weights))
+        return {"backbone": backbone, "weights": weights}, f"paper backbone {backbone}, untrained (timing only)"
+    if plan.lite0:
+        return LITE0, LITE0_NOTE
+    return {}, ""
+
+
+@dataclass(frozen=True)
+class Data:
+    """Where the measured category comes from: the built-in ``synthetic`` dataset, or one generated bigger."""
+
+    category: str
+    dataset: str = "synthetic"
+    root: str | None = None
+    size: int = 128
+    train: int = 40
+
+    @classmethod
+    def generate(cls, category: str, size: int, train: int, folder: Path) -> Data:
+        """A synthetic category of ``train`` training images at ``size`` px in ``folder`` (reused when it is there)."""
+        from autovi_core.datasets.synthetic import SyntheticCounts, generate_category
+
+        generate_category(folder, category, size=size, seed=0, counts=SyntheticCounts(train=train))
+        return cls(category, "folder", str(folder), size, train)
+
+
+def run_once(detector: str, data: Data, profile: str, overrides: dict[str, Any], device: str) -> dict[str, Any]:
     """One in-process ``autovi run`` experiment with a fresh, empty cache; returns its record."""
     from autovi_core.experiment import Task, run_task
 
@@ -80,31 +139,47 @@ def run_once(detector: str, category: str, profile: str, overrides: dict[str, An
         previous = os.environ.get("AUTOVI_CACHE_DIR")
         os.environ["AUTOVI_CACHE_DIR"] = cache
         try:
-            return run_task(Task(detector=detector, category=category, profile=profile, overrides=overrides, device=device))
+            task = Task(
+                detector=detector,
+                category=data.category,
+                dataset=data.dataset,
+                root=data.root,
+                profile=profile,
+                overrides=overrides,
+                device=device,
+            )
+            record = run_task(task)
         finally:
             if previous is None:
                 os.environ.pop("AUTOVI_CACHE_DIR", None)
             else:
                 os.environ["AUTOVI_CACHE_DIR"] = previous
+    timing = record["timing"]
+    knobs = " ".join(f"{k}={v}" for k, v in overrides.items() if k not in ("backbone", "weights"))
+    print(f"  {detector} [{knobs}]: fit {timing['fit_s']:.2f} s, {timing['predict_images_per_s']:.1f} img/s", flush=True)
+    return record
 
 
-def measure_detector(name: str, category: str, device: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
+def measure_detector(
+    name: str, data: Data, device: str, settings: dict[str, Any], random_weights: Path | None = None
+) -> list[dict[str, Any]]:
     """One row per knob: seconds per unit, and the low run's inference timings."""
     plan = PLANS[name]
     scale = min(plan.scale, settings["max_scale"] or plan.scale)
     low, high = scale * settings["low"], scale * settings["high"]
-    quick = plan.quick if settings is QUICK else {}
-    note = "; ".join([plan.note] * bool(plan.note) + [f"{key}={value}" for key, value in quick.items()])
-    base = {**plan.fixed, **quick, **{knob: low for knob, _ in plan.knobs}}
-    run_once(name, category, settings["profile"], base, device)  # warm-up: imports, kernels, cuDNN autotuning
+    quick = plan.quick if settings["profile"] == "fast" else {}
+    backbone, backbone_note = backbone_overrides(name, plan, random_weights)
+    note = "; ".join(n for n in [backbone_note, plan.note, *(f"{key}={value}" for key, value in quick.items())] if n)
+    base = {**plan.fixed, **backbone, **quick, **{knob: low for knob, _ in plan.knobs}}
+    run_once(name, data, settings["profile"], base, device)  # warm-up: imports, kernels, cuDNN autotuning
     if not plan.knobs:
-        again = run_once(name, category, settings["profile"], base, device)
+        again = run_once(name, data, settings["profile"], base, device)
         print(f"{name}: fit {again['timing']['fit_s']:.3f} s", flush=True)
         return [{"detector": name, "unit": "whole fit", "per_unit_s": again["timing"]["fit_s"], "record": again, "note": note}]
     rows = []
     for knob, unit in plan.knobs:
-        first = run_once(name, category, settings["profile"], base, device)
-        second = run_once(name, category, settings["profile"], {**base, knob: high}, device)
+        first = run_once(name, data, settings["profile"], base, device)
+        second = run_once(name, data, settings["profile"], {**base, knob: high}, device)
         per_unit = (second["timing"]["fit_s"] - first["timing"]["fit_s"]) / (high - low)
         if per_unit <= 0:  # the extra units cost less than the fixed costs' noise: no number, not a negative one
             per_unit = None
@@ -143,13 +218,13 @@ def device_name(device: str) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
-def report(rows: list[dict[str, Any]], fused_ms: float | None, device: str, category: str, settings: dict[str, Any]) -> str:
+def report(rows: list[dict[str, Any]], fused_ms: float | None, device: str, data: Data, settings: dict[str, Any]) -> str:
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     lines = [
         "# Training and inference timings",
         "",
         f"Device: {device_name(device)}. Measured {datetime.date.today().isoformat()} with "
-        f"`benchmarks/gpu_measurements.py` on synthetic `{category}` (40 training images, 128 px), "
+        f"`benchmarks/gpu_measurements.py` on synthetic `{data.category}` ({data.train} training images, {data.size} px), "
         f"profile `{settings['profile']}`; per-unit times from runs at {settings['low']} and {settings['high']} units "
         f"(x{min(PLANS['efficientad'].scale, settings['max_scale'] or PLANS['efficientad'].scale)} for EfficientAD's steps).",
         "",
@@ -173,14 +248,29 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--category", default="textured_plate")
     parser.add_argument("--detector", action="append", choices=sorted(PLANS), help="default: all")
     parser.add_argument("--quick", action="store_true", help="fast profiles, 1 vs 5 units (to check the script on a CPU)")
+    parser.add_argument("--high", type=int, help="units of the second run (default: 3, quick: 5)")
+    parser.add_argument("--size", type=int, default=128, help="image side of the generated category (default 128: the built-in one)")
+    parser.add_argument("--train-images", type=int, default=40, help="training images of the generated category (default 40)")
+    parser.add_argument("--data", type=Path, help="folder for a generated category (default: a temporary one)")
+    parser.add_argument(
+        "--random-weights",
+        type=Path,
+        metavar="DIR",
+        help="use the paper backbones with untrained weights saved in DIR instead of Lite0 (timings only: scores are meaningless)",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
-    settings = QUICK if args.quick else FULL
-    rows = [row for name in args.detector or sorted(PLANS) for row in measure_detector(name, args.category, args.device, settings)]
+    settings = {**(QUICK if args.quick else FULL), **({"high": args.high} if args.high else {})}
+    with tempfile.TemporaryDirectory(prefix="autovi-gpu-data-") as scratch:
+        data = Data(args.category)
+        if (args.size, args.train_images) != (128, 40):
+            data = Data.generate(args.category, args.size, args.train_images, args.data or Path(scratch))
+        names = args.detector or sorted(PLANS)
+        rows = [row for name in names for row in measure_detector(name, data, args.device, settings, args.random_weights)]
     fused = None
-    if "efficientad" in (args.detector or PLANS):
+    if "efficientad" in names:
         fused = fused_efficientad_latency_ms(args.device, rounds=3 if args.quick else 500, warm_up=1 if args.quick else 10)
-    text = report(rows, fused, args.device, args.category, settings)
+    text = report(rows, fused, args.device, data, settings)
     if args.output:
         args.output.write_text(text)
     print(text)

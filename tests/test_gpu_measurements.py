@@ -38,6 +38,12 @@ def test_quick_mode_times_training_and_inference(tmp_path: Path) -> None:
             "patchcore",
             "--category",
             "clip_assembly",
+            "--size",
+            "64",
+            "--train-images",
+            "8",
+            "--data",
+            str(tmp_path / "data"),
             "--output",
             str(out),
         ]
@@ -52,6 +58,8 @@ def test_quick_mode_times_training_and_inference(tmp_path: Path) -> None:
         # the noise; the script then prints no number and says so, never a negative time.
         assert float(cells[3]) > 0 if cells[3] != "-" else "lost in the timing noise" in cells[7], row
     assert "EfficientAD-S fused forward, 256 x 256, batch 1" in text and "Device: CPU" in text
+    assert "synthetic `clip_assembly` (8 training images, 64 px)" in text
+    assert len(list((tmp_path / "data" / "clip_assembly" / "train" / "good").iterdir())) == 8
 
 
 def test_every_plan_names_real_paper_hyperparameters() -> None:
@@ -65,3 +73,19 @@ def test_every_plan_names_real_paper_hyperparameters() -> None:
             continue
         detector = registry.create_detector(name, "paper", device="cpu", **plan.fixed, **{knob: 3 for knob, _ in plan.knobs})
         assert all(detector.hparams[knob] == 3 for knob, _ in plan.knobs)
+
+
+def test_backbones_are_lite0_or_the_papers_untrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --random-weights the pretrained detectors run on Lite0; with it, on the paper's backbone and a weights file."""
+    pytest.importorskip("autovi_plugin_patchcore")
+    pytest.importorskip("autovi_plugin_efficientad")
+    script = load_script()
+    made = []
+    monkeypatch.setattr(script, "random_weights_file", lambda backbone, folder: made.append(backbone) or folder / f"{backbone}.pth")
+    assert script.backbone_overrides("patchcore", script.PLANS["patchcore"], None) == (script.LITE0, script.LITE0_NOTE)
+    assert script.backbone_overrides("draem", script.PLANS["draem"], tmp_path) == ({}, "")
+    overrides, note = script.backbone_overrides("patchcore", script.PLANS["patchcore"], tmp_path)
+    assert overrides == {"backbone": "wide_resnet50_2", "weights": str(tmp_path / "wide_resnet50_2.pth")}
+    assert "untrained" in note
+    overrides, _ = script.backbone_overrides("efficientad", script.PLANS["efficientad"], tmp_path)
+    assert overrides["backbone"] == "wide_resnet101_2" and made == ["wide_resnet50_2", "wide_resnet101_2"]
