@@ -1,4 +1,4 @@
-"""The example plugin, installed as its own distribution when the environment lacks it."""
+"""The example plugin, installed as its own distribution when the environment lacks it; the shuffle seed in the summary."""
 
 from __future__ import annotations
 
@@ -38,3 +38,10 @@ _install_example_plugin()
 @pytest.fixture(scope="session")
 def example_plugin() -> Path:
     return EXAMPLE_PLUGIN
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Print pytest-randomly's seed (order and seeds of this run) so that any failure can be replayed, also under -q."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"test order and seeds: pytest-randomly seed {seed} (replay with --randomly-seed={seed})")
