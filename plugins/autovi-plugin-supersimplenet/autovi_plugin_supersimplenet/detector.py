@@ -1,5 +1,6 @@
 """SuperSimpleNet (Rolih, Fučka and Skočaj, "SuperSimpleNet: Unifying Unsupervised and Supervised
-Learning for Fast and Reliable Surface Defect Detection", ICPR 2024), unsupervised mode.
+Learning for Fast and Reliable Surface Defect Detection", ICPR 2024), unsupervised mode (the
+supervised mode, :mod:`.supervised`, subclasses it and adds labelled defects to the batches).
 
 Fit: a frozen ImageNet CNN gives the features of two layers, upsampled to a common grid,
 concatenated and locally averaged (:mod:`.features`); they are extracted once (again every epoch
@@ -18,7 +19,7 @@ Heavy libraries are imported inside the methods so that listing plugins stays fa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -302,45 +303,57 @@ class SuperSimpleNet(Detector):
         """One pass over ``features`` in shuffled batches; the order, masks and noise depend only on (seed, epoch)."""
         import torch
 
+        self.model.train()
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        rng = np.random.default_rng([self.seed, epoch])
+        for batch, real, defective in self._epoch_batches(features, generator):
+            self._train_step(batch, real, defective, optimizer, generator, rng)
+
+    def _epoch_batches(self, features: Any, generator: Any) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+        """The epoch's batches of (features (B, D, h, w), real defect masks (B, h, w) bool at the feature
+        grid, defective flags (B,) bool). Unsupervised: the shuffled training images, no real defects."""
+        import torch
+
+        n, _, h, w = features.shape
+        order = torch.randperm(n, generator=generator)
+        for start, end in batch_bounds(n, int(self.hparams["batch_size"])):
+            index = order[start:end]
+            yield features[index], np.zeros((len(index), h, w), dtype=bool), np.zeros(len(index), dtype=bool)
+
+    def _train_step(
+        self, batch: Any, real: np.ndarray, defective: np.ndarray, optimizer: Any, generator: Any, rng: np.random.Generator
+    ) -> None:
+        """One optimiser step on a batch: a Perlin mask is drawn for a share ``anomaly_prob`` of the samples
+        and Gaussian noise added to their adapted features inside it, outside any real defect (``real``).
+        Segmentation target: real defect or synthetic anomaly; image label: ``defective`` or perturbed."""
+        import torch
+
         from autovi_core.synthesis import perlin_mask
 
         from .networks import binary_focal, feature_anomalies, truncated_l1
 
         hp, model = self.hparams, self.model
-        model.train()
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        rng = np.random.default_rng([self.seed, epoch])
-        n, _, h, w = features.shape
-        order = torch.randperm(n, generator=generator)
-        size = int(hp["batch_size"])
-        # Batches of one would break batch norm: the last short batch joins the previous one.
-        starts = list(range(0, n, size))
-        if len(starts) > 1 and n - starts[-1] < 2:
-            starts.pop()
-        for i, start in enumerate(starts):
-            end = starts[i + 1] if i + 1 < len(starts) else n
-            index = order[start:end]
-            masks = np.zeros((len(index), h, w), dtype=bool)
-            for j in range(len(index)):
-                if rng.random() < float(hp["anomaly_prob"]):
-                    masks[j] = perlin_mask(
-                        (h, w), rng, threshold=float(hp["perlin_threshold"]), max_scale=int(hp["perlin_max_scale"]), nonempty=True
-                    )
-            mask = torch.from_numpy(masks).to(self.device)
-            batch = features[index].to(self.device)
-            adapted = feature_anomalies(model.adaptor(batch), mask, float(hp["noise_std"]), generator=generator)
-            seg, cls = model.heads(adapted)
-            target = mask.float()
-            label = target.flatten(1).amax(dim=1)
-            gamma = float(hp["focal_gamma"])
-            loss = (
-                binary_focal(seg, target, gamma)
-                + truncated_l1(seg, target, float(hp["trunc_threshold"]))
-                + binary_focal(cls.unsqueeze(1), label.unsqueeze(1), gamma)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        synthetic = np.zeros(real.shape, dtype=bool)
+        for j in range(len(synthetic)):
+            if rng.random() < float(hp["anomaly_prob"]):
+                synthetic[j] = perlin_mask(
+                    real.shape[1:], rng, threshold=float(hp["perlin_threshold"]), max_scale=int(hp["perlin_max_scale"]), nonempty=True
+                )
+        synthetic &= ~real
+        mask = torch.from_numpy(synthetic).to(self.device)
+        adapted = feature_anomalies(model.adaptor(batch.to(self.device)), mask, float(hp["noise_std"]), generator=generator)
+        seg, cls = model.heads(adapted)
+        target = torch.from_numpy(synthetic | real).to(self.device).float()
+        label = torch.from_numpy(defective | synthetic.any(axis=(1, 2))).to(self.device).float()
+        gamma = float(hp["focal_gamma"])
+        loss = (
+            binary_focal(seg, target, gamma)
+            + truncated_l1(seg, target, float(hp["trunc_threshold"]))
+            + binary_focal(cls.unsqueeze(1), label.unsqueeze(1), gamma)
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
     # --- inference ----------------------------------------------------------------------------
     def infer(self, images: Sequence[np.ndarray], output_size: tuple[int, int]) -> Prediction:
@@ -372,3 +385,12 @@ class SuperSimpleNet(Detector):
         self._build(int(state["dim"]))
         module_state_from_numpy("model", self.model, state)
         self.model.eval()
+
+
+def batch_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """(start, end) of consecutive batches of ``size`` over ``n`` samples; batches of one would break
+    batch norm, so a last batch of one joins the previous one."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] < 2:
+        starts.pop()
+    return [(start, starts[i + 1] if i + 1 < len(starts) else n) for i, start in enumerate(starts)]

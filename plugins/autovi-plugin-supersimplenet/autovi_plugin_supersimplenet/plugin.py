@@ -1,4 +1,4 @@
-"""Entry-point module: registers SuperSimpleNet (torch and timm are imported only when it is used)."""
+"""Entry-point module: registers SuperSimpleNet, unsupervised and supervised (torch and timm are imported only when used)."""
 
 from autovi_core import hookimpl
 
@@ -6,5 +6,6 @@ from autovi_core import hookimpl
 @hookimpl
 def autovi_register_detectors() -> list[type]:
     from .detector import SuperSimpleNet
+    from .supervised import SuperSimpleNetSupervised
 
-    return [SuperSimpleNet]
+    return [SuperSimpleNet, SuperSimpleNetSupervised]
