@@ -196,6 +196,26 @@ def deterministic(device: str | torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous)
 
 
+@contextlib.contextmanager
+def single_thread_on_cpu(device: str | torch.device) -> Iterator[None]:
+    """One intra-op torch thread on the CPU (the previous count is restored); nothing changes on a GPU.
+
+    For loops of many small kernels (PatchCore's greedy coreset steps, GLASS's training steps):
+    splitting each across threads costs more in synchronisation than it gains, and on a busy
+    machine far more (a coreset step: 14.7 ms with two threads on a loaded 2-core machine against
+    0.55 ms with one; two GLASS fast-profile epochs: 88 s against 3.2 s).
+    """
+    if not str(device).startswith("cpu"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def module_state_to_numpy(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
     """``module``'s state dict as numpy copies named ``<prefix>.<key>``."""
     return {f"{prefix}.{k}": v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}

@@ -23,8 +23,7 @@ Heavy libraries are imported inside the methods so that listing plugins stays fa
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,28 +42,6 @@ _SOURCE_KINDS = ("auto", "folder", "procedural", "train_crops")
 """autovi_core.synthesis.SOURCE_KINDS (a test checks), written out so that registering imports no scipy."""
 _SIGMA_AT = 288.0
 """Input side at which ``blur_sigma`` is given (the paper's MVTec AD input)."""
-
-
-@contextlib.contextmanager
-def _single_thread_on_cpu(device: str) -> Iterator[None]:
-    """One intra-op torch thread while training on the CPU.
-
-    A training step is many small kernels (a 2-image backbone pass, the ascent steps of a small MLP);
-    splitting them across threads costs more in synchronisation than it gains, and on a busy machine
-    far more: two epochs of the fast profile on 40 images took 88 s with two threads on a loaded
-    2-core machine against 3.2 s with one (PatchCore's coreset selection does the same).
-    """
-    import torch
-
-    if not str(device).startswith("cpu"):
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class GLASS(Detector):
@@ -353,7 +330,7 @@ class GLASS(Detector):
         from autovi_core.augmentation import epoch_images, is_augmented
         from autovi_core.progress import track
         from autovi_core.synthesis import make_source
-        from autovi_core.training import deterministic
+        from autovi_core.training import deterministic, single_thread_on_cpu
 
         hp, geometry = self.hparams, self._geometry()
         self.provenance["weights_source"] = self._feature_extractor().weights_source.description
@@ -371,7 +348,7 @@ class GLASS(Detector):
         )
         epochs = int(hp["epochs"])
         augmented = is_augmented(images)
-        with deterministic(self.device), _single_thread_on_cpu(self.device):
+        with deterministic(self.device), single_thread_on_cpu(self.device):
             for epoch in track(range(epochs), f"{self.name}: training", total=epochs):
                 if augmented and epoch > 0:  # --augment: this epoch's draws, features extracted again
                     inputs = geometry.to_tensor(epoch_images(images, epoch))

@@ -18,10 +18,11 @@ Two implementations of the same farthest-point rule (``algorithm``, the detector
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 
 import torch
+
+from autovi_core.training import single_thread_on_cpu
 
 CORESET_ALGORITHMS = ("exact", "pruned")
 
@@ -37,25 +38,6 @@ def random_projection(features: torch.Tensor, dim: int, generator: torch.Generat
 def _squared_distances_to(points: torch.Tensor, norms: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     """Squared L2 distances from all ``points`` (N, d) to one ``centre`` (d,), via |a|^2 + |b|^2 - 2ab."""
     return (norms + centre.dot(centre) - 2.0 * (points @ centre)).clamp_(min=0.0)
-
-
-@contextmanager
-def _single_thread_on_cpu(device: torch.device) -> Iterator[None]:
-    """One intra-op thread for the selection loop on the CPU.
-
-    Each step is a handful of small kernels (one matrix-vector product over N x 128); splitting them
-    across threads costs more in synchronisation than it gains (measured 14.7 ms per step with two
-    threads on a busy 2-core machine against 0.55 ms with one).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def greedy_k_center(
@@ -74,7 +56,7 @@ def greedy_k_center(
     norms = (points * points).sum(dim=1)
     min_sq = initial_distances.to(points.dtype).square().clone()
     chosen = torch.empty(n_select, dtype=torch.long)
-    with _single_thread_on_cpu(points.device):
+    with single_thread_on_cpu(points.device):
         for step in steps(range(n_select)):
             index = int(torch.argmax(min_sq))
             chosen[step] = index
