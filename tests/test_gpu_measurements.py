@@ -89,3 +89,25 @@ def test_backbones_are_lite0_or_the_papers_untrained(tmp_path: Path, monkeypatch
     assert "untrained" in note
     overrides, _ = script.backbone_overrides("efficientad", script.PLANS["efficientad"], tmp_path)
     assert overrides["backbone"] == "wide_resnet101_2" and made == ["wide_resnet50_2", "wide_resnet101_2"]
+
+
+def test_one_run_times_the_whole_fit_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--one-run: a single run at the low unit count, no warm-up; its whole fit is reported as the bound."""
+    script = load_script()
+    calls = []
+
+    def fake_run(detector, data, profile, overrides, device):  # type: ignore[no-untyped-def]
+        calls.append(dict(overrides))
+        timing = {"fit_s": 12.5, "predict_images_per_s": 3.0, "batch1_latency_ms": 7.0, "peak_gpu_mb": None}
+        return {"timing": timing}
+
+    monkeypatch.setattr(script, "run_once", fake_run)
+    settings = {**script.FULL, "one_run": True}
+    rows = script.measure_detector("dsr", script.Data("clip_assembly"), "cpu", settings)
+    assert calls == [{"stage1_epochs": 1, "stage2_epochs": 1, "stage3_epochs": 1}]
+    assert [(row["unit"], row["per_unit_s"]) for row in rows] == [
+        ("whole fit at 1 stage-1 epoch, 1 stage-2 epoch, 1 stage-3 epoch (no warm-up)", 12.5)
+    ]
+    calls.clear()
+    rows = script.measure_detector("padim", script.Data("clip_assembly"), "cpu", settings)  # no knobs: warm-up, then the timed fit
+    assert len(calls) == 2 and rows[0]["unit"] == "whole fit"
