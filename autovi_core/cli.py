@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -289,10 +290,15 @@ def run(
         tasks = [t for t in tasks if t.key not in done]
         err_console.print(f"resuming {results_path}: {len(skipped)} experiment(s) already ok, {len(tasks)} to run")
     out_dir.mkdir(parents=True, exist_ok=True)
+    from .shared_fits import SHARED_FITS_FOLDER, plan_shared_fits
+
+    shared_folder = out_dir / SHARED_FITS_FOLDER
+    tasks = plan_shared_fits(tasks, registry, shared_folder)
 
     ray_options = {"address": ray_address, "cpus_per_task": ray_cpus, "gpus_per_task": ray_gpus}
     executor_options = {"isolate": not in_process, "timeout": timeout, "memory_limit_mb": memory_limit, "ray_options": ray_options}
     finished = _execute(tasks, results_path, executor, executor_options)
+    shutil.rmtree(shared_folder, ignore_errors=True)  # they serve this run only (an interrupted run keeps them for --resume)
     if finished:
         console.print(_summary_table(finished))
     console.print(f"results: {results_path}")

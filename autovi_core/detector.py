@@ -42,6 +42,10 @@ class Capabilities:
     """Receives labelled defective images in ``fit`` (results are marked supervised)."""
     pretrained_assets: tuple[str, ...] = ()
     """Names of the pretrained weights it uses (e.g. ``tf_efficientnet_lite0``)."""
+    uses_held_out_goods: bool = False
+    """Reads :attr:`Detector.held_out_goods` in ``learn``: good images the caller kept out of the
+    training images (``autovi run`` gives its calibration hold-out), e.g. to normalise scores on
+    images no part of the model was fitted on."""
 
 
 @dataclass
@@ -127,6 +131,7 @@ class Detector(ABC):
         self.hparams: Hyperparameters = Hyperparameters(self.resolve_hparams(profile, overrides))
         self.provenance: dict[str, Any] = {}
         self._fitted = False
+        self._held_out: Sequence[np.ndarray] | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
     @property
@@ -193,6 +198,14 @@ class Detector(ABC):
         return ConfigError(f"detector {cls.name!r} has no hyperparameter {key!r}; valid: {', '.join(sorted(known))}")
 
     @classmethod
+    def component_detectors(cls, hparams: Mapping[str, Any]) -> list[str]:
+        """Registered detectors this one builds and fits, through the registry, on the very training
+        images its own fit is given (an ensemble's members), for ``hparams``. ``autovi run`` then fits
+        each once when it also evaluates them alone (:mod:`autovi_core.shared_fits`); the components
+        must be fitted with :func:`autovi_core.shared_fits.fit_shared`. Default: none."""
+        return []
+
+    @classmethod
     def check_hparams(cls, hparams: Mapping[str, Any]) -> None:
         """Refuse impossible combinations of otherwise valid values (layers the backbone does not
         have, a size the strides cannot divide) with a :class:`ConfigError` naming the detector, the
@@ -201,9 +214,17 @@ class Detector(ABC):
         return None
 
     # --- learning and inference (the core's side) -----------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> Detector:
+    def fit(
+        self,
+        images: Sequence[np.ndarray],
+        labelled: LabelledDefects | None = None,
+        *,
+        held_out: Sequence[np.ndarray] | None = None,
+    ) -> Detector:
         """Learn from defect-free ``images`` (and, for supervised detectors, ``labelled`` defects).
 
+        ``held_out``: more good images, kept out of ``images`` by the caller; :meth:`learn` sees them
+        as :attr:`held_out_goods` (only detectors with ``capabilities.uses_held_out_goods`` read them).
         Calls :meth:`learn`; on success the detector is ``fitted`` and ``provenance`` holds what the
         fit found out. Returns the detector.
         """
@@ -214,7 +235,11 @@ class Detector(ABC):
         self._fitted = False
         self.provenance = {"device": str(self.device)}
         chosen = copy.deepcopy(dict(self.hparams))
-        self.learn(images, labelled)
+        self._held_out = held_out
+        try:
+            self.learn(images, labelled)
+        finally:
+            self._held_out = None
         if dict(self.hparams) != chosen:
             raise ContractError(f"detector {self.name!r} changed its hyperparameters while fitting; record findings in provenance")
         self._fitted = True
@@ -235,6 +260,11 @@ class Detector(ABC):
                 f"for {len(images)} images at {(height, width)}"
             )
         return prediction
+
+    @property
+    def held_out_goods(self) -> Sequence[np.ndarray] | None:
+        """During :meth:`learn`: the good images passed to :meth:`fit` as ``held_out`` (None otherwise)."""
+        return self._held_out
 
     def check_fitted(self, action: str = "predict") -> None:
         """Raise :class:`NotFittedError` unless the detector was fitted or loaded."""

@@ -57,6 +57,9 @@ class Task:
     """``--train-images``: train on this many images drawn with the seed (:mod:`.run_options`)."""
     crop: str | None = None
     """``--crop WxH``: a centred window cut from train, test and ground truth (:mod:`.run_options`)."""
+    shared_fits: str | None = None
+    """Folder where this run's experiments share fits they have in common (:mod:`.shared_fits`):
+    set by ``autovi run`` on an ensemble and the same run's own rows of its members."""
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -232,13 +235,20 @@ def load_data(task: Task, registry: Any, supervised: bool) -> ExperimentData:
     )
 
 
-def fit_timed(detector: Detector, data: ExperimentData) -> dict[str, Any]:
-    """Fit the detector on the training split; returns the fit's timing and memory figures."""
+def fit_timed(detector: Detector, data: ExperimentData, shared_fits: str | None = None) -> tuple[Detector, dict[str, Any]]:
+    """Fit the detector on the training split (a detector that reads held-out goods also gets the
+    calibration hold-out), sharing fits through ``shared_fits`` (:mod:`.shared_fits`); returns the
+    fitted detector (a loaded one when its fit was shared) and the fit's timing and memory figures."""
+    from .shared_fits import fit_shared, sharing_fits
+
+    held_out = None
+    if detector.capabilities.uses_held_out_goods and data.calibration:
+        held_out = data.category.load_images(data.calibration)
     rss_before_fit = peak_rss_mb()
     reset_peak_gpu()
-    with stopwatch() as fit_time:
-        detector.fit(data.train_images, data.labelled)
-    return {"fit_s": fit_time["s"], "peak_rss_before_fit_mb": rss_before_fit}
+    with stopwatch() as fit_time, sharing_fits(shared_fits):
+        detector, reused = fit_shared(detector, data.train_images, data.labelled, held_out=held_out)
+    return detector, {"fit_s": fit_time["s"], "peak_rss_before_fit_mb": rss_before_fit, "fit_reused": reused}
 
 
 def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, registry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -327,8 +337,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
 
     seed_everything(task.seed)
     detector = detector_cls(task.profile, seed=task.seed, device=device, **task.overrides)
-    seed_everything(task.seed)  # again, now that the detector may have imported torch
-    fit_timing = fit_timed(detector, data)
+    detector, fit_timing = fit_timed(detector, data, task.shared_fits)  # seeds again, now that torch may be imported
     metrics, predict_timing = evaluate_fitted(task, detector, data, registry)
 
     record.update(
@@ -337,6 +346,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
         metrics=metrics,
         timing={
             "fit_s": fit_timing["fit_s"],
+            "fit_reused": fit_timing["fit_reused"],
             **predict_timing,
             "peak_rss_mb": peak_rss_mb(),
             "peak_rss_before_fit_mb": fit_timing["peak_rss_before_fit_mb"],

@@ -175,7 +175,15 @@ def measure_detector(
         only = run_once(name, data, settings["profile"], base, device)
         units = ", ".join(f"{low} {unit}" for _, unit in plan.knobs)
         print(f"{name}: whole fit {only['timing']['fit_s']:.3f} s at {units}", flush=True)
-        return [{"detector": name, "unit": f"whole fit at {units} (no warm-up)", "per_unit_s": only["timing"]["fit_s"], "record": only, "note": note}]
+        return [
+            {
+                "detector": name,
+                "unit": f"whole fit at {units} (no warm-up)",
+                "per_unit_s": only["timing"]["fit_s"],
+                "record": only,
+                "note": note,
+            }
+        ]
     run_once(name, data, settings["profile"], base, device)  # warm-up: imports, kernels, cuDNN autotuning
     if not plan.knobs:
         again = run_once(name, data, settings["profile"], base, device)

@@ -4,16 +4,22 @@ which late fusion of unsupervised detectors improved localisation).
 The ensemble looks at no pixel itself: its *members* are other installed detectors, built through
 the registry by name (never imported), with the ensemble's profile, seed and device.
 
-Fit (``images`` = the good training images, nothing else):
+Fit (``images`` = the good training images, and ``held_out`` goods the caller kept out of them;
+nothing else):
 
-1. A seeded ``held_out_fraction`` of the goods (at least 2) is held out; every member is fitted
-   on the rest (at least 2).
+1. With ``calibration_goods="given"`` and at least 2 held-out goods given (``autovi run`` gives its
+   calibration hold-out), every member is fitted on all of ``images``, exactly as it is fitted alone,
+   and the given goods are the held-out ones. Otherwise (``"split"``, or fewer given) a seeded
+   ``held_out_fraction`` of ``images`` (at least 2) is held out and the members are fitted on the
+   rest (at least 2). Members are fitted through :func:`autovi_core.shared_fits.fit_shared`, so a
+   run that also evaluates a member alone on the same images fits it once.
 2. Each member maps the held-out goods at their own size. Per member, one normalisation is fitted
    on all their map pixels and one on their image scores (:mod:`.normalise`: robust z-score with
    MAD or IQR, or quantile mapping).
 3. With ``fusion="weighted"``, member j gets a weight proportional to 1 / s_j, s_j the spread of
    its leave-one-out normalised held-out scores; the weights sum to 1.
-4. With ``refit_members`` the members are fitted again on all the goods (the statistics stay).
+4. With ``refit_members`` and a split, the members are fitted again on all of ``images`` (the
+   statistics stay).
 
 Predict: every member's maps (at the requested size) and scores, normalised by its statistics and
 fused (mean, max or weighted mean), member by member.
@@ -198,11 +204,22 @@ class Ensemble(Detector):
             "under the ensemble's profile",
             source="autovi",
         ),
+        "calibration_goods": Param(
+            Choice("given", "split"),
+            paper="given",
+            fast="given",
+            meaning="goods the normalisation is fitted on: 'given', those the caller holds out of the training images "
+            "(autovi run's calibration hold-out), the members then fitted on all the training images exactly as alone "
+            "(so a run evaluating them alone too fits each once), falling back to a split when fewer than "
+            f"{MIN_HELD_OUT} are given; 'split', a held_out_fraction of the training images",
+            source="autovi",
+        ),
         "held_out_fraction": Param(
             Float(0.0, 1.0, low_open=True, high_open=True),
             paper=0.2,
             fast=0.2,
-            meaning="share of the training goods held out from the members to fit the normalisation and weights "
+            meaning="with a split (calibration_goods='split', or too few given): share of the training goods held out "
+            "from the members to fit the normalisation and weights "
             f"(at least {MIN_HELD_OUT} images; the members get the rest, at least {MIN_MEMBER_GOODS})",
             source="autovi",
         ),
@@ -234,12 +251,12 @@ class Ensemble(Detector):
             Bool(),
             paper=False,
             fast=False,
-            meaning="after the normalisation is fitted, fit the members again on all the goods (the statistics stay; "
-            "one more fit per member)",
+            meaning="with a split: after the normalisation is fitted, fit the members again on all the training goods "
+            "(the statistics stay; one more fit per member)",
             source="autovi",
         ),
     }
-    capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=())
+    capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=(), uses_held_out_goods=True)
 
     def __init__(self, profile: str = "fast", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> None:
         super().__init__(profile, seed=seed, device=device, **overrides)
@@ -263,6 +280,12 @@ class Ensemble(Detector):
                 f"detector {cls.name!r}: member_overrides={shown(hparams['member_overrides'])} refused: names {strangers}, "
                 f"which are not among the members {names} (members={shown(hparams['members'])})"
             )
+
+    @classmethod
+    def component_detectors(cls, hparams: Mapping[str, Any]) -> list[str]:
+        """The members: fitted on the very training images the ensemble gets with ``calibration_goods="given"``
+        (or with ``refit_members``), so ``autovi run`` shares their fits with its own rows of them."""
+        return resolve_members(hparams["members"])
 
     @classmethod
     def resolve_hparams(cls, profile: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -312,23 +335,36 @@ class Ensemble(Detector):
         return scores, np.concatenate(pixels)
 
     # --- the method ---------------------------------------------------------------------------------
+    def calibration_split(self, images: Sequence[np.ndarray]) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray], str]:
+        """(the members' goods, the held-out goods, which rule chose them): the given held-out goods with
+        all of ``images``, or a seeded split of ``images`` (:meth:`split_goods`)."""
+        given = self.held_out_goods
+        if self.hparams["calibration_goods"] == "given" and given is not None and len(given) >= MIN_HELD_OUT:
+            return images, given, "given"
+        member_index, held_index = self.split_goods(len(images))
+        return select_images(images, member_index), select_images(images, held_index), "split"
+
     def learn(self, images: Sequence[np.ndarray], labelled: LabelledDefects | None = None) -> None:
+        from autovi_core.shared_fits import fit_shared
+
         hp = self.hparams
         kind, knots = hp["normalisation"], int(hp["quantile_knots"])
-        member_index, held_index = self.split_goods(len(images))
-        member_goods, held_out = select_images(images, member_index), select_images(images, held_index)
-        self.members = [self.build_member(name) for name in self.member_names]
+        member_goods, held_out, rule = self.calibration_split(images)
+        refit = bool(hp["refit_members"]) and rule == "split"
+        self.members, reused = [], []
         self.map_normalisers, self.score_normalisers = [], []
         spreads = []
-        for member in self.members:
-            member.fit(member_goods)
+        for name in self.member_names:
+            member, loaded = fit_shared(self.build_member(name), member_goods)
             scores, pixels = self.held_out_values(member, held_out)
             self.map_normalisers.append(Normaliser.fit(kind, pixels, knots))
             self.score_normalisers.append(Normaliser.fit(kind, scores, knots))
             spreads.append(leave_one_out_spread(scores, kind, knots))
             del pixels
-            if hp["refit_members"]:
-                member.fit(images)
+            if refit:
+                member, loaded = fit_shared(member, images)
+            self.members.append(member)
+            reused += [name] if loaded else []
         count = len(self.members)
         self.weights = inverse_spread_weights(spreads) if hp["fusion"] == "weighted" else np.full(count, 1.0 / count)
         self.provenance.update(
@@ -338,10 +374,12 @@ class Ensemble(Detector):
                 for name, member in zip(self.member_names, self.members)
             },
             goods={
+                "calibration": rule,
                 "members": len(member_goods),
                 "held_out": len(held_out),
-                "members_refitted_on": len(images) if hp["refit_members"] else None,
+                "members_refitted_on": len(images) if refit else None,
             },
+            members_reused=reused,
             score_spread={name: float(s) for name, s in zip(self.member_names, spreads)},
             weights={name: float(w) for name, w in zip(self.member_names, self.weights)},
         )

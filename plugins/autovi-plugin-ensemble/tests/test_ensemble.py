@@ -82,7 +82,9 @@ class TestEnsembleConformance(DetectorConformance):
     def test_provenance_records_members_split_and_weights(self, fitted: Ensemble) -> None:
         prov = fitted.provenance
         assert prov["member_names"] == MEMBERS
-        assert prov["goods"] == {"members": 9, "held_out": 3, "members_refitted_on": None}  # 12 goods, 20 % -> 3
+        # no held-out goods given: 12 goods, 20 % -> 3 held out
+        assert prov["goods"] == {"calibration": "split", "members": 9, "held_out": 3, "members_refitted_on": None}
+        assert prov["members_reused"] == []
         assert set(prov["members"]) == set(MEMBERS)
         assert prov["members"]["patchcore"]["hparams"]["resize"] == SIZE
         assert all(prov["members"][name]["provenance"]["device"] == "cpu" for name in MEMBERS)
@@ -266,6 +268,58 @@ def test_fit_uses_only_the_training_images_and_no_labels(small_data: Conformance
     assert [ids for *_, ids, _ in calls[fitted_calls:]] == [test_ids] * len(MEMBERS)
 
 
+def fitted_alone(name: str, images: Any) -> Any:
+    """Member ``name`` fitted on its own exactly as ``autovi run`` fits it (seeded first)."""
+    from autovi_core.shared_fits import fit_shared
+
+    return fit_shared(get_registry().create_detector(name, "fast", seed=0, **SMALL[name]), images)[0]
+
+
+def test_given_held_out_goods_calibrate_and_members_are_the_ones_fitted_alone(small_data: ConformanceData) -> None:
+    """With held-out goods given (autovi run's calibration hold-out), every member is fitted on all
+    the training images and is the very model fitted alone; the given goods fit the statistics."""
+    train, held = small_data.train[:9], small_data.train[9:]
+    ensemble = Ensemble("fast", seed=0, members=MEMBERS, member_overrides=SMALL).fit(train, held_out=held)
+    assert ensemble.provenance["goods"] == {"calibration": "given", "members": 9, "held_out": 3, "members_refitted_on": None}
+    for name, member in zip(MEMBERS, ensemble.members):
+        alone = fitted_alone(name, train)
+        state, expected = member.state_dict(), alone.state_dict()
+        assert set(state) == set(expected), name
+        for key in expected:
+            np.testing.assert_array_equal(state[key], expected[key], err_msg=f"{name}.{key}")
+        scores, _ = Ensemble.held_out_values(alone, held)
+        np.testing.assert_allclose(ensemble.score_normalisers[MEMBERS.index(name)].params, Normaliser.fit("mad", scores, 1001).params)
+    one = Ensemble("fast", seed=0, members=MEMBERS, member_overrides=SMALL).fit(train, held_out=held[:1])
+    assert one.provenance["goods"]["calibration"] == "split"  # fewer than 2 given
+    split = Ensemble("fast", seed=0, members=MEMBERS, member_overrides=SMALL, calibration_goods="split").fit(train, held_out=held)
+    assert split.provenance["goods"] == {"calibration": "split", "members": 7, "held_out": 2, "members_refitted_on": None}
+
+
+def test_a_member_fitted_alone_in_the_run_is_loaded_not_fitted_again(
+    small_data: ConformanceData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a run's shared folder PaDiM fitted alone is reused by the ensemble (PatchCore, not run
+    alone, is fitted); the fused output is the one of an ensemble that fitted both itself."""
+    from autovi_core.shared_fits import sharing_fits
+
+    train, held, test = small_data.train[:9], small_data.train[9:], small_data.test
+    fresh = Ensemble("fast", seed=0, members=MEMBERS, member_overrides=SMALL).fit(train, held_out=held)
+    learned: list[str] = []
+    for name in MEMBERS:
+        cls = get_registry().detector_class(name)
+        monkeypatch.setattr(
+            cls, "learn", lambda self, images, labelled=None, _o=cls.learn: learned.append(self.name) or _o(self, images, labelled)
+        )
+    with sharing_fits(tmp_path):
+        fitted_alone("padim", train)
+        shared = Ensemble("fast", seed=0, members=MEMBERS, member_overrides=SMALL).fit(train, held_out=held)
+    assert learned == ["padim", "patchcore"]
+    assert shared.provenance["members_reused"] == ["padim"] and "shared_fit" in shared.provenance["members"]["padim"]["provenance"]
+    expected, got = fresh.predict(test, (SIZE, SIZE)), shared.predict(test, (SIZE, SIZE))
+    np.testing.assert_array_equal(got.scores, expected.scores)
+    np.testing.assert_array_equal(got.maps, expected.maps)
+
+
 def test_split_is_seeded_disjoint_and_covers_the_goods() -> None:
     ensemble = Ensemble("fast", seed=3, members=["padim"])
     members, held = ensemble.split_goods(36)
@@ -383,3 +437,26 @@ def test_a_name_that_cannot_be_a_plugin_gets_no_pip_hint_and_one_line() -> None:
         Ensemble.resolve_hparams("fast", {"members": ["0\n"]})
     message = str(info.value)
     assert "unknown detector '0\\n'" in message and "pip install" not in message and "\n" not in message, message
+
+
+def test_a_run_fits_a_member_it_also_evaluates_alone_once(tmp_path: Path) -> None:
+    """``autovi run -d ensemble -d padim``: PaDiM's row runs first (in its own process) and the
+    ensemble loads that fit; its results are those of the ensemble run without PaDiM's row, and the
+    shared fits are gone when the run ends."""
+    from autovi_core.results import load_results
+
+    def run(out: Path, *detectors: str) -> dict[str, dict[str, Any]]:
+        flags = [arg for name in detectors for arg in ("-d", name)]
+        command = [sys.executable, "-m", "autovi_core.cli", "run", *flags, "--category", "clip_assembly", "--train-images", "10"]
+        result = subprocess.run([*command, "--output", str(out)], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert not (out / "shared-fits").exists()
+        return {record["detector"]: record for record in load_results(out)[0]}
+
+    both = run(tmp_path / "both", "ensemble", "padim")
+    alone = run(tmp_path / "alone", "ensemble")
+    assert list(both) == ["padim", "ensemble"]
+    assert both["ensemble"]["provenance"]["members_reused"] == ["padim"] and not both["padim"]["timing"]["fit_reused"]
+    assert alone["ensemble"]["provenance"]["members_reused"] == []
+    assert both["ensemble"]["provenance"]["goods"] == {"calibration": "given", "members": 10, "held_out": 4, "members_refitted_on": None}
+    assert both["ensemble"]["metrics"] == alone["ensemble"]["metrics"]
