@@ -17,6 +17,17 @@ class LayerPreset:
     strides: tuple[int, ...]
 
 
+MID_LEVEL_FEATURES = LayerPreset(
+    layers={
+        "wide_resnet50_2": ("layer2", "layer3"),  # 512 + 1024 = 1536 channels
+        "resnet18": ("layer2", "layer3"),  # 128 + 256 = 384 channels
+        "tf_efficientnet_lite0": ("blocks.2", "blocks.4"),  # 40 + 112 = 152 channels
+    },
+    strides=(8, 16),
+)
+"""The stride-8 and stride-16 stages, PatchCore's mid-level features, which PatchCore, GLASS,
+SuperSimpleNet, AnomalyDINO's CNN path and EfficientAD's distillation target read."""
+
 _RESNET_LAYERS = ("act1", "layer1", "layer2", "layer3", "layer4")
 _EFFICIENTNET_LAYERS = ("blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6")
 FEATURE_LAYERS: Mapping[str, tuple[str, ...]] = {

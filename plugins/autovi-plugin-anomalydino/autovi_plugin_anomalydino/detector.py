@@ -28,9 +28,8 @@ from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
 from autovi_core.backbone_params import weights_param
 from autovi_core.domains import Bool, Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
-from autovi_core.layer_preset import LayerPreset, check_backbone_layers, check_input_stride
+from autovi_core.layer_preset import MID_LEVEL_FEATURES, LayerPreset, check_backbone_layers, check_input_stride
 
-_PRESET_STRIDES = (8, 16)
 _PAPER_BACKBONE = "vit_small_patch14_dinov2.lvd142m"
 
 
@@ -129,14 +128,7 @@ class AnomalyDINO(Detector):
             source="autovi",
         ),
     }
-    layer_preset: ClassVar[LayerPreset] = LayerPreset(
-        layers={
-            "tf_efficientnet_lite0": ("blocks.2", "blocks.4"),  # 40 + 112 = 152 dims at stride 8
-            "wide_resnet50_2": ("layer2", "layer3"),
-            "resnet18": ("layer2", "layer3"),
-        },
-        strides=_PRESET_STRIDES,
-    )
+    layer_preset: ClassVar[LayerPreset] = MID_LEVEL_FEATURES  # the stride-8 and stride-16 stages
     capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=(_PAPER_BACKBONE, "tf_efficientnet_lite0"))
 
     @classmethod
@@ -152,7 +144,7 @@ class AnomalyDINO(Detector):
                 raise ConfigError(f"detector {name!r}: resize={resize} refused: not a multiple of {patch}, the patch side of {backbone!r}")
         else:
             check_backbone_layers(name, backbone, layers)
-            check_input_stride(name, "resize", resize, backbone, layers, max(_PRESET_STRIDES))
+            check_input_stride(name, "resize", resize, backbone, layers, max(MID_LEVEL_FEATURES.strides))
         angles = list(hparams["rotations"])
         repeated = sorted({a for a in angles if angles.count(a) > 1})
         if repeated:

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from autovi_core.errors import ConfigError
 from autovi_core.files import is_image_file
-from autovi_core.layer_preset import LayerPreset
+from autovi_core.layer_preset import MID_LEVEL_FEATURES
 from autovi_core.training import autocast
 
 from .networks import pdn
@@ -141,14 +141,7 @@ def colour_jitter(image: torch.Tensor, generator: torch.Generator, strength: flo
 
 
 # --- distillation targets ----------------------------------------------------------------------------
-TARGET_LAYERS = LayerPreset(
-    layers={
-        "wide_resnet50_2": ("layer2", "layer3"),
-        "resnet18": ("layer2", "layer3"),
-        "tf_efficientnet_lite0": ("blocks.2", "blocks.4"),
-    },
-    strides=(8, 16),
-)
+TARGET_LAYERS = MID_LEVEL_FEATURES
 """The distillation target's layers: as in the paper, the stride-8 and stride-16 stages of the
 pretrained backbone (WideResNet-101 layer2 + layer3 there, PatchCore's features)."""
 

@@ -28,9 +28,7 @@ from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
 from autovi_core.backbone_params import weights_param
 from autovi_core.domains import Bool, Choice, Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
-from autovi_core.layer_preset import LayerPreset, check_backbone_layers, check_input_stride
-
-_PRESET_STRIDES = (8, 16)
+from autovi_core.layer_preset import MID_LEVEL_FEATURES, LayerPreset, check_backbone_layers, check_input_stride
 
 
 class PatchCore(Detector):
@@ -148,15 +146,7 @@ class PatchCore(Detector):
             source="autovi",
         ),
     }
-    # The paper's stride-8 and stride-16 stages (WideResNet-50 layer2 + layer3).
-    layer_preset: ClassVar[LayerPreset] = LayerPreset(
-        layers={
-            "wide_resnet50_2": ("layer2", "layer3"),
-            "resnet18": ("layer2", "layer3"),
-            "tf_efficientnet_lite0": ("blocks.2", "blocks.4"),  # 40 + 112 = 152 channels
-        },
-        strides=_PRESET_STRIDES,
-    )
+    layer_preset: ClassVar[LayerPreset] = MID_LEVEL_FEATURES  # the stride-8 and stride-16 stages
     capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=("wide_resnet50_2", "tf_efficientnet_lite0"))
 
     @classmethod

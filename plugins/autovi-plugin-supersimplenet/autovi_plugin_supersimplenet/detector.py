@@ -28,9 +28,8 @@ from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
 from autovi_core.backbone_params import weights_param
 from autovi_core.domains import Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
-from autovi_core.layer_preset import LayerPreset, check_backbone_layers, check_input_stride
+from autovi_core.layer_preset import MID_LEVEL_FEATURES, LayerPreset, check_backbone_layers, check_input_stride
 
-_PRESET_STRIDES = (8, 16)
 _PAPER = "paper, Sec. 4 (implementation details)"
 
 
@@ -197,14 +196,7 @@ class SuperSimpleNet(Detector):
             source="autovi",
         ),
     }
-    layer_preset: ClassVar[LayerPreset] = LayerPreset(
-        layers={
-            "wide_resnet50_2": ("layer2", "layer3"),
-            "resnet18": ("layer2", "layer3"),
-            "tf_efficientnet_lite0": ("blocks.2", "blocks.4"),  # 40 + 112 = 152 channels
-        },
-        strides=_PRESET_STRIDES,
-    )
+    layer_preset: ClassVar[LayerPreset] = MID_LEVEL_FEATURES  # the stride-8 and stride-16 stages
     capabilities = Capabilities(needs_gpu=False, supervised=False, pretrained_assets=("wide_resnet50_2", "tf_efficientnet_lite0"))
 
     @classmethod
@@ -213,7 +205,7 @@ class SuperSimpleNet(Detector):
         out of order) and an input side the deepest layer's stride does not divide."""
         name, backbone, layers = cls.name, hparams["backbone"], hparams["layers"]
         check_backbone_layers(name, backbone, layers)
-        check_input_stride(name, "resize", hparams["resize"], backbone, layers, max(_PRESET_STRIDES))
+        check_input_stride(name, "resize", hparams["resize"], backbone, layers, max(MID_LEVEL_FEATURES.strides))
         milestones = list(hparams["lr_milestones"])
         if milestones != sorted(milestones):
             raise ConfigError(f"detector {name!r}: lr_milestones={milestones!r} refused: not in increasing order")
