@@ -11,8 +11,30 @@ lies far from its neighbours, i.e. when the test patch is close only to a rare n
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
+
+FAISS_BLAS_THRESHOLD = 20
+"""Queries from which faiss computes exact L2 distances as one matrix product (BLAS) rather than
+query by query with its SIMD kernels: faiss's historical default. The faiss-cpu 1.15 wheel ships
+128,000, which sends a 224-px image's 784 queries against a 31,360-patch bank down the SIMD path:
+91 ms instead of 32 ms on the 2-core dev machine, same neighbours (docs/performance.md)."""
+
+
+@contextlib.contextmanager
+def faiss_blas_from(threshold: int) -> Iterator[None]:
+    """faiss's process-wide BLAS threshold set to ``threshold`` for the block, then restored."""
+    import faiss
+
+    previous = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = threshold
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = previous
 
 
 class NearestNeighbours:
@@ -35,7 +57,8 @@ class NearestNeighbours:
         """(Q, k) L2 distances (not squared) and int64 bank indices of the k nearest vectors, nearest first."""
         k = min(k, self.bank.shape[0])
         if self.index is not None:
-            squared, indices = self.index.search(np.ascontiguousarray(queries.float().cpu().numpy()), k)
+            with faiss_blas_from(FAISS_BLAS_THRESHOLD):
+                squared, indices = self.index.search(np.ascontiguousarray(queries.float().cpu().numpy()), k)
             return torch.from_numpy(np.sqrt(np.maximum(squared, 0.0))), torch.from_numpy(indices.astype(np.int64))
         distances, indices = [], []
         for begin in range(0, queries.shape[0], self.chunk):

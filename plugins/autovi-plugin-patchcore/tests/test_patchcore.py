@@ -96,6 +96,25 @@ def test_faiss_matches_brute_force_numpy() -> None:
     np.testing.assert_array_equal(indices.numpy(), np.argsort(full, axis=1)[:, :3])
 
 
+def test_blas_and_simd_paths_find_the_same_neighbours_and_the_threshold_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search runs faiss's BLAS path from FAISS_BLAS_THRESHOLD queries (the SIMD path of the wheel's
+    default is 3x slower there): same neighbours, distances equal to float32 rounding, global left as it was."""
+    import faiss
+    from autovi_plugin_patchcore import scoring
+
+    rng = np.random.default_rng(5)
+    bank, queries = rng.normal(size=(3000, 152)).astype(np.float32), rng.normal(size=(300, 152)).astype(np.float32)
+    knn = NearestNeighbours(torch.from_numpy(bank), torch.device("cpu"))
+    before = faiss.cvar.distance_compute_blas_threshold
+    blas = knn.search(torch.from_numpy(queries), k=3)
+    assert faiss.cvar.distance_compute_blas_threshold == before and len(queries) >= scoring.FAISS_BLAS_THRESHOLD
+    monkeypatch.setattr(scoring, "FAISS_BLAS_THRESHOLD", 10**9)  # every query count below it: the SIMD path
+    simd = knn.search(torch.from_numpy(queries), k=3)
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    np.testing.assert_array_equal(blas[1].numpy(), simd[1].numpy())
+    np.testing.assert_allclose(blas[0].numpy(), simd[0].numpy(), rtol=1e-5, atol=1e-4)
+
+
 def test_reweighting_on_a_hand_computed_case() -> None:
     # Bank on a line; the worst test patch sits at x=3 and its nearest bank vector is m* = 2.
     bank = torch.tensor([[0.0], [1.0], [2.0], [10.0]])
