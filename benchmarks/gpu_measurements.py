@@ -171,9 +171,9 @@ def measure_detector(
     backbone, backbone_note = backbone_overrides(name, plan, random_weights)
     note = "; ".join(n for n in [backbone_note, plan.note, *(f"{key}={value}" for key, value in quick.items())] if n)
     base = {**plan.fixed, **backbone, **quick, **{knob: low for knob, _ in plan.knobs}}
-    if settings.get("one_run") and plan.knobs:  # units too long for the budget: one run, its whole fit bounds one unit
+    if settings.get("one_run"):  # units too long for the budget: one run, its whole fit bounds one unit
         only = run_once(name, data, settings["profile"], base, device)
-        units = ", ".join(f"{low} {unit}" for _, unit in plan.knobs)
+        units = ", ".join(f"{low} {unit}" for _, unit in plan.knobs) or "its only setting"
         print(f"{name}: whole fit {only['timing']['fit_s']:.3f} s at {units}", flush=True)
         return [
             {
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--one-run",
         action="store_true",
-        help="one run at the low unit count, no warm-up: its whole fit is an upper bound on one unit (for units too long to time twice)",
+        help="one run at the low unit count, no warm-up (also for detectors that do not train): its whole fit bounds one unit",
     )
     parser.add_argument("--size", type=int, default=128, help="image side of the generated category (default 128: the built-in one)")
     parser.add_argument("--train-images", type=int, default=40, help="training images of the generated category (default 40)")

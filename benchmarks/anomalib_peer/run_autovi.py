@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", default="fast")
     parser.add_argument("--repeats", type=int, default=3, help="timed predict passes (median reported)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override (repeatable)")
     args = parser.parse_args()
 
     import numpy as np
@@ -64,7 +65,9 @@ def main() -> None:
     output_size = tuple(test_images[0].shape[:2])
     base_rss = rss_mb()
 
-    detector = get_registry().create_detector(args.method, args.profile, seed=args.seed)
+    detector_cls = get_registry().detector_class(args.method)
+    overrides = detector_cls.parse_overrides(dict(pair.split("=", 1) for pair in args.set))
+    detector = detector_cls(args.profile, seed=args.seed, **overrides)
     start = time.perf_counter()
     detector.fit(train_images)
     fit_s = time.perf_counter() - start
