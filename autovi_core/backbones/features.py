@@ -1,5 +1,6 @@
 """Backbone features: named intermediate feature maps of a pretrained timm CNN (:class:`FeatureExtractor`),
-in inference mode, channels-last on the CPU and autocast on CUDA, always returned as float32."""
+in inference mode, BatchNorms folded into their convolutions (:mod:`.folding`), channels-last on the CPU
+and autocast on CUDA, always returned as float32."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from ..errors import ConfigError
 from ..layer_preset import LayerPreset
+from .folding import fold_batchnorm_checked
 from .weights import load_backbone
 
 
@@ -45,6 +47,8 @@ class FeatureExtractor:
         self.device = torch.device(device)
         self.channels_last = self.device.type == "cpu"
         model = model.eval().requires_grad_(False).to(self.device)
+        sample = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(self.device)
+        model, self.folded_batchnorms = fold_batchnorm_checked(model, sample)  # frozen: BatchNorms into the convolutions
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     @classmethod
