@@ -54,8 +54,8 @@ AUTO_MEMBERS: tuple[str, ...] = ("patchcore", "padim")
 """What ``members="auto"`` takes, those of them installed: a memory bank and per-position Gaussians.
 Measured on the synthetic data (plugin README, 3 seeds, ``fast``): fused, they beat both members
 (mean AUsPRO@0.05 83.8 with ``calibration_goods="given"``, 84.3 with a split, vs 83.5 and 73.0),
-where adding EfficientAD's ``fast`` maps pulled the fusion down to 58.7. Fixed rather than "every installed detector", so a result names the same ensemble on
-every machine where both are installed."""
+where adding EfficientAD's ``fast`` maps pulled the fusion down to 58.7. Fixed rather than "every
+installed detector", so a result names the same ensemble on every machine where both are installed."""
 
 MIN_HELD_OUT = 2
 """Held-out goods at least: a spread and a leave-one-out normalisation need two."""
