@@ -208,3 +208,21 @@ def test_the_extractor_folds_its_backbone() -> None:
     extractor = FeatureExtractor("tf_efficientnet_lite0", ("blocks.2", "blocks.4"))
     assert extractor.folded_batchnorms > 0
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.model.modules())
+
+
+def test_efficientnet_stages_deeper_than_the_requested_layers_are_dropped() -> None:
+    from autovi_core.backbones.features import _drop_blocks_after
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(1, 3)).eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        expected = model(x)
+    _drop_blocks_after(model, ("blocks.1", "blocks.4"))
+    assert len(model.blocks) == 5
+    with torch.inference_mode():
+        for a, b in zip(expected, model(x), strict=True):
+            assert torch.equal(a, b)
+    resnet = timm.create_model("resnet18", pretrained=False, features_only=True, out_indices=(2, 3))
+    before = [name for name, _ in resnet.named_children()]
+    _drop_blocks_after(resnet, ("layer2", "layer3"))
+    assert [name for name, _ in resnet.named_children()] == before

@@ -16,6 +16,16 @@ from .folding import fold_batchnorm_checked
 from .weights import load_backbone
 
 
+def _drop_blocks_after(model: torch.nn.Module, layers: Sequence[str]) -> None:
+    """Remove the stages of a timm EfficientNet feature model deeper than its deepest requested
+    ``blocks.N`` (its forward runs every stage whatever the requested outputs: Lite0's ``blocks.5`` and
+    ``blocks.6`` cost 8 % of a 256-px pass that reads ``blocks.4``). Other models are left as they are."""
+    blocks = getattr(model, "blocks", None)
+    indices = [int(name.split(".")[1]) for name in layers if name.startswith("blocks.") and name.split(".")[1].isdigit()]
+    if isinstance(blocks, torch.nn.Sequential) and indices and len(indices) == len(layers) and max(indices) + 1 < len(blocks):
+        model.blocks = blocks[: max(indices) + 1]
+
+
 class FeatureExtractor:
     """Named intermediate feature maps of a pretrained timm CNN.
 
@@ -40,6 +50,7 @@ class FeatureExtractor:
         model = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=indices)
         wanted = model.state_dict().keys()
         model.load_state_dict({k: v for k, v in full.state_dict().items() if k in wanted}, strict=True)
+        _drop_blocks_after(model, layers)
         self.backbone = backbone
         self.layers = tuple(layers)
         self.channels = dict(zip(self.layers, model.feature_info.channels()))
