@@ -241,14 +241,15 @@ def report(rows: list[dict[str, Any]], fused_ms: float | None, device: str, data
         f"profile `{settings['profile']}`; per-unit times from runs at {settings['low']} and {settings['high']} units "
         f"(x{min(PLANS['efficientad'].scale, settings['max_scale'] or PLANS['efficientad'].scale)} for EfficientAD's steps).",
         "",
-        "| detector | per | seconds | predict img/s | batch-1 ms | peak GPU MB | changed from the profile |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| detector | per | seconds | predict img/s | batch-1 ms | peak GPU MB | peak RSS MB | changed from the profile |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         timing = row["record"]["timing"]
         lines.append(
             f"| {row['detector']} | {row['unit']} | {fmt(row['per_unit_s'], '.3f')} | {fmt(timing['predict_images_per_s'], '.1f')} | "
-            f"{fmt(timing['batch1_latency_ms'], '.2f')} | {fmt(timing['peak_gpu_mb'], '.0f')} | {row['note'] or '-'} |"
+            f"{fmt(timing['batch1_latency_ms'], '.2f')} | {fmt(timing['peak_gpu_mb'], '.0f')} | {fmt(timing.get('peak_rss_mb'), '.0f')} | "
+            f"{row['note'] or '-'} |"
         )
     if fused_ms is not None:
         lines += ["", f"EfficientAD-S fused forward, 256 x 256, batch 1: **{fused_ms:.2f} ms** median (paper: 2.2 ms)."]
