@@ -8,6 +8,7 @@ returns the results.jsonl record; executors (``autovi_core.executors``) decide w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -189,6 +190,12 @@ class ExperimentData:
     root: Path | None = None
     notes: list[str] = field(default_factory=list)
 
+    @functools.cached_property
+    def calibration_images(self) -> list[np.ndarray]:
+        """The calibration hold-out's images, decoded on first use (by a detector that reads held-out
+        goods, by the calibration scores, by ``--save-models``) and once."""
+        return self.category.load_images(self.calibration)
+
 
 def load_data(task: Task, registry: Any, supervised: bool) -> ExperimentData:
     """Read the task's category and split it: calibration hold-out, labelled defects, test; with
@@ -243,7 +250,7 @@ def fit_timed(detector: Detector, data: ExperimentData, shared_fits: str | None 
 
     held_out = None
     if detector.capabilities.uses_held_out_goods and data.calibration:
-        held_out = data.category.load_images(data.calibration)
+        held_out = data.calibration_images
     rss_before_fit = peak_rss_mb()
     reset_peak_gpu()
     with stopwatch() as fit_time, sharing_fits(shared_fits):
@@ -265,8 +272,7 @@ def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, regist
     latency_ms = _batch1_latency_ms(detector, category, test, test_images)
     calibration_scores = calibration_maxima = None
     if data.calibration:
-        calibration_images = category.load_images(data.calibration)
-        calibration_scores, calibration_maps = _predict_by_size(detector, category, data.calibration, calibration_images)
+        calibration_scores, calibration_maps = _predict_by_size(detector, category, data.calibration, data.calibration_images)
         calibration_maxima = [float(np.max(m)) for m in calibration_maps]
         del calibration_maps
 

@@ -268,8 +268,7 @@ def save_run_model(task: Any, detector: Detector, data: Any, registry: Any) -> s
     scores: Any = []
     maps: list[np.ndarray] = []
     if data.calibration:
-        images = category.load_images(data.calibration)
-        scores, maps = _predict_by_size(detector, category, data.calibration, images)
+        scores, maps = _predict_by_size(detector, category, data.calibration, data.calibration_images)
     calibration = calibration_section(scores, maps, [category.relative_path(s) for s in data.calibration])
     geometry = geometry_section([image.shape for image in data.train_images], [category.ground_truth_shape(s) for s in data.train])
     training = {
