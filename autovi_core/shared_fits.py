@@ -64,9 +64,9 @@ def fit_shared(
     held-out goods are never shared (their fits depend on more than the key)."""
     from .seeding import seed_everything
 
-    folder = _FOLDER.get()
-    shareable = folder is not None and labelled is None and not detector.capabilities.uses_held_out_goods
-    path = folder / fit_key(detector, images) if shareable and folder is not None else None
+    folder, path = _FOLDER.get(), None
+    if folder is not None and labelled is None and not detector.capabilities.uses_held_out_goods:
+        path = folder / fit_key(detector, images)
     if path is not None and path.is_dir():
         try:
             loaded = type(detector).load(path, device=detector.device)

@@ -144,7 +144,7 @@ class AnomalyDINO(Detector):
                 raise ConfigError(f"detector {name!r}: resize={resize} refused: not a multiple of {patch}, the patch side of {backbone!r}")
         else:
             check_backbone_layers(name, backbone, layers)
-            check_input_stride(name, "resize", resize, backbone, layers, max(MID_LEVEL_FEATURES.strides))
+            check_input_stride(name, "resize", resize, backbone, layers, max(cls.layer_preset.strides))
         angles = list(hparams["rotations"])
         repeated = sorted({a for a in angles if angles.count(a) > 1})
         if repeated:

@@ -254,7 +254,7 @@ class GLASS(Detector):
         and texture settings that would be ignored."""
         name, backbone, layers = cls.name, hparams["backbone"], hparams["layers"]
         check_backbone_layers(name, backbone, layers)
-        check_input_stride(name, "resize", hparams["resize"], backbone, layers, max(MID_LEVEL_FEATURES.strides))
+        check_input_stride(name, "resize", hparams["resize"], backbone, layers, max(cls.layer_preset.strides))
         low, high = hparams["beta_range"]
         if low > high:
             raise ConfigError(f"detector {name!r}: beta_range={list(hparams['beta_range'])!r} refused: low above high")

@@ -205,7 +205,7 @@ class SuperSimpleNet(Detector):
         out of order) and an input side the deepest layer's stride does not divide."""
         name, backbone, layers = cls.name, hparams["backbone"], hparams["layers"]
         check_backbone_layers(name, backbone, layers)
-        check_input_stride(name, "resize", hparams["resize"], backbone, layers, max(MID_LEVEL_FEATURES.strides))
+        check_input_stride(name, "resize", hparams["resize"], backbone, layers, max(cls.layer_preset.strides))
         milestones = list(hparams["lr_milestones"])
         if milestones != sorted(milestones):
             raise ConfigError(f"detector {name!r}: lr_milestones={milestones!r} refused: not in increasing order")
