@@ -55,7 +55,7 @@ RESIZE = os.environ.get("AUTOVI_BENCH_RESIZE")  # network input side on both sid
 CORESET = os.environ.get("AUTOVI_BENCH_CORESET")  # PatchCore's coreset ratio on both sides (default: the fast profile's)
 CATEGORIES = tuple(os.environ.get("AUTOVI_BENCH_CATEGORIES", "textured_plate,clip_assembly").split(","))
 RUNTIMES = tuple(os.environ.get("AUTOVI_BENCH_RUNTIMES", "torch").split(","))  # ours: torch, and/or onnxruntime (its export)
-OURS = {"torch": "autovi", "onnxruntime": "autovi-ort"}
+OURS = {"torch": "autovi", "onnxruntime": "autovi-ort"}  # runtime -> the impl name run_autovi.py reports
 METHODS = ("patchcore", "padim")
 DATA_SEED = 0
 REPEATS = int(os.environ.get("AUTOVI_BENCH_REPEATS", "2"))  # timed inference passes per run (median)
@@ -143,7 +143,7 @@ def summarise(results: list[dict]) -> tuple[str, list[dict]]:
         for method in METHODS:
             group = {
                 impl: [r for r in results if r["category"] == category and r["method"] == method and r["impl"] == impl]
-                for impl in ("autovi", "autovi-ort", "anomalib")
+                for impl in (*OURS.values(), "anomalib")
             }
             group = {impl: rows for impl, rows in group.items() if rows}
             if "anomalib" not in group or len(group) < 2:

@@ -233,13 +233,17 @@ def device_name(device: str) -> str:
 
 def report(rows: list[dict[str, Any]], fused_ms: float | None, device: str, data: Data, settings: dict[str, Any]) -> str:
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    step_scale = min(PLANS["efficientad"].scale, settings["max_scale"] or PLANS["efficientad"].scale)
+    if settings.get("one_run"):
+        timed = f"one run per detector at {settings['low']} unit(s), no warm-up: the whole fit bounds one unit"
+    else:
+        timed = f"per-unit times from runs at {settings['low']} and {settings['high']} units"
     lines = [
         "# Training and inference timings",
         "",
         f"Device: {device_name(device)}. Measured {datetime.date.today().isoformat()} with "
         f"`benchmarks/gpu_measurements.py` on synthetic `{data.category}` ({data.train} training images, {data.size} px), "
-        f"profile `{settings['profile']}`; per-unit times from runs at {settings['low']} and {settings['high']} units "
-        f"(x{min(PLANS['efficientad'].scale, settings['max_scale'] or PLANS['efficientad'].scale)} for EfficientAD's steps).",
+        f"profile `{settings['profile']}`; {timed} (x{step_scale} for EfficientAD's steps).",
         "",
         "| detector | per | seconds | predict img/s | batch-1 ms | peak GPU MB | peak RSS MB | changed from the profile |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -248,7 +252,7 @@ def report(rows: list[dict[str, Any]], fused_ms: float | None, device: str, data
         timing = row["record"]["timing"]
         lines.append(
             f"| {row['detector']} | {row['unit']} | {fmt(row['per_unit_s'], '.3f')} | {fmt(timing['predict_images_per_s'], '.1f')} | "
-            f"{fmt(timing['batch1_latency_ms'], '.2f')} | {fmt(timing['peak_gpu_mb'], '.0f')} | {fmt(timing.get('peak_rss_mb'), '.0f')} | "
+            f"{fmt(timing['batch1_latency_ms'], '.2f')} | {fmt(timing['peak_gpu_mb'], '.0f')} | {fmt(timing['peak_rss_mb'], '.0f')} | "
             f"{row['note'] or '-'} |"
         )
     if fused_ms is not None:

@@ -33,14 +33,19 @@ from peer_memory import peak_rss_mb, rss_mb
 
 
 def exported_predictor(detector, train_images, output_size):  # noqa: ANN001, ANN201
-    """The fitted ``detector`` saved as a model folder, exported to ONNX and loaded in onnxruntime (untimed)."""
+    """The fitted ``detector`` saved as a model folder, exported to ONNX and loaded in onnxruntime (untimed);
+    the files are removed when the process ends."""
+    import atexit
+    import shutil
     import tempfile
 
     from autovi_core.export import export_model, load_exported
     from autovi_core.model_folder import calibration_section, geometry_section, save_model_folder
 
     calibration = detector.predict(train_images[:2], output_size)
-    folder = Path(tempfile.mkdtemp(prefix="autovi-bench-export-")) / "model"
+    scratch = Path(tempfile.mkdtemp(prefix="autovi-bench-export-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    folder = scratch / "model"
     save_model_folder(
         folder,
         detector,
