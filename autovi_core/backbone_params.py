@@ -1,9 +1,16 @@
-"""The ``weights`` hyperparameter of every detector with a pretrained backbone, declared once: the
-file :func:`autovi_core.backbones.resolve_weights` reads first. Torch-free."""
+"""Hyperparameters of the frozen pretrained backbones, declared once for every detector that has one.
+Torch-free.
+
+- ``weights``: the file :func:`autovi_core.backbones.resolve_weights` reads first;
+- ``precision``: the arithmetic :class:`autovi_core.backbones.FeatureExtractor` runs the backbone in.
+"""
 
 from __future__ import annotations
 
-from .domains import Optional, Param, Text
+from .domains import Choice, Optional, Param, Text
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""Values of ``precision``; what each means is :func:`autovi_core.backbones.features.autocast_dtype`."""
 
 
 def weights_param() -> Param:
@@ -20,4 +27,19 @@ def weights_param() -> Param:
     )
 
 
-__all__ = ["weights_param"]
+def precision_param() -> Param:
+    """``precision``: ``auto`` in both profiles (float16 autocast on CUDA, float32 on the CPU)."""
+    return Param(
+        Choice(*PRECISIONS),
+        paper="auto",
+        fast="auto",
+        meaning=(
+            "arithmetic of the frozen backbone (features are returned in float32): `auto` float16 autocast on CUDA, "
+            "float32 on the CPU; `float32` everywhere; `bfloat16` autocast on the CPU too (2.7x faster on CPUs with "
+            "AVX512-BF16 or AMX, slower without; features move by 1-6 % relative L2, docs/performance.md)"
+        ),
+        source="autovi (#15)",
+    )
+
+
+__all__ = ["PRECISIONS", "precision_param", "weights_param"]

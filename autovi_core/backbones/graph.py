@@ -8,7 +8,8 @@ shapes follow the input, so that ``torch.onnx.export`` records one graph for eve
 
 - :class:`ImageInput`: uint8 NHWC -> the normalised network input (antialiased bilinear resize to
   ``resize``, centre crop, ImageNet normalisation), equal to ``InputGeometry.to_tensor``;
-- :class:`FeatureTaps`: the backbone's named feature maps, float32, in layer order;
+- :class:`FeatureTaps`: the backbone's named feature maps, float32, in layer order (always computed in
+  float32: its ``substitutions`` say so where the detector's ``precision`` is lower);
 - :func:`to_frame`: input-resolution maps -> full-frame maps at the images' size, equal to
   ``InputGeometry.to_frame``.
 """
@@ -53,6 +54,10 @@ class FeatureTaps(torch.nn.Module):
         # a copy in the default memory format: the detector keeps its own (channels-last) model
         self.model = copy.deepcopy(extractor.model).to("cpu", memory_format=torch.contiguous_format).eval()
         self.layers = extractor.layers
+        dtype = extractor.autocast_dtype
+        self.substitutions = (  # for the ExportPlan: the graph's backbone is float32 whatever the detector's precision
+            [] if dtype is None else [f"backbone in float32 (the detector runs it under {str(dtype).removeprefix('torch.')} autocast)"]
+        )
 
     def forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
         return [out.float() for out in self.model(batch)]

@@ -28,7 +28,9 @@ Measured (images decoded before any timing):
 - ``fit_s``: building the model with its backbone and weights + the training forward passes +
   coreset selection (PatchCore) / Gaussian fit (PaDiM); modules are imported before the clock starts.
 - ``img_per_s``: test images / wall time of pre-processing + eval forward over all test images in
-  batches of ``--batch-size``, after one warm-up batch; median of ``--repeats`` passes.
+  batches of ``--batch-size``, after one warm-up batch; median of ``--repeats`` passes. With
+  ``--precision bfloat16`` the eval forward runs under ``torch.autocast("cpu", bfloat16)``, what
+  Lightning's ``precision="bf16-mixed"`` does (impl ``anomalib-bf16``).
 - ``peak_rss_mb``: ``ru_maxrss`` of this process (imports, data, model); ``base_rss_mb`` before the
   model is built.
 - ``image_auroc``: scikit-learn ROC AUC of anomalib's ``pred_score``.
@@ -237,6 +239,12 @@ def main() -> None:
         help="timed inference passes (median reported)",
     )
     parser.add_argument("--backbone-kind", choices=["name", "module"], default="name")
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="inference under torch.autocast('cpu', bfloat16), as Lightning's precision='bf16-mixed' runs it (impl anomalib-bf16)",
+    )
     args = parser.parse_args()
 
     import logging
@@ -284,7 +292,7 @@ def main() -> None:
 
     def infer(images):
         scores = []
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bfloat16"):
             for chunk in batches(images):
                 out = model(preprocess(chunk, args.resize))
                 scores.append(out.pred_score.reshape(-1).double())
@@ -299,7 +307,7 @@ def main() -> None:
     predict_s = statistics.median(times)
 
     result = {
-        "impl": "anomalib",
+        "impl": "anomalib" if args.precision == "float32" else "anomalib-bf16",
         "method": args.method,
         "category": category_dir.name,
         "seed": args.seed,

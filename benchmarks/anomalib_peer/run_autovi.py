@@ -14,7 +14,8 @@ Measured, with all images decoded into memory before any timing:
 - ``img_per_s``: test images / wall time of ``detector.predict(test_images)`` (scores and full-size
   maps), after one warm-up ``predict`` on the first batch; the median of ``--repeats`` timings. With
   ``--runtime onnxruntime`` the fitted detector is saved, exported with ``autovi export`` and its
-  graph predicts instead (impl ``autovi-ort``; saving and exporting are not timed).
+  graph predicts instead (impl ``autovi-ort``; saving and exporting are not timed); with
+  ``--runtime torch-bf16`` the detector runs with ``precision=bfloat16`` (impl ``autovi-bf16``).
 - ``peak_rss_mb``: ``ru_maxrss`` of this process at the end (imports, data and model included);
   ``base_rss_mb`` is the RSS after imports and data loading, before the detector is built.
 - ``image_auroc``: scikit-learn ROC AUC of the image scores against good (0) / defective (1).
@@ -30,6 +31,9 @@ import time
 from pathlib import Path
 
 from peer_memory import peak_rss_mb, rss_mb
+
+IMPLS = {"torch": "autovi", "torch-bf16": "autovi-bf16", "onnxruntime": "autovi-ort"}
+"""--runtime -> the impl name reported."""
 
 
 def exported_predictor(detector, train_images, output_size):  # noqa: ANN001, ANN201
@@ -66,9 +70,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override (repeatable)")
     parser.add_argument(
         "--runtime",
-        choices=["torch", "onnxruntime"],
+        choices=sorted(IMPLS),
         default="torch",
-        help="what predicts: the fitted detector, or its `autovi export` graph in onnxruntime (what `autovi predict` runs on an export)",
+        help=(
+            "what predicts: the fitted detector, the same with precision=bfloat16 (backbone under bfloat16 autocast), "
+            "or its `autovi export` graph in onnxruntime (what `autovi predict` runs on an export)"
+        ),
     )
     args = parser.parse_args()
 
@@ -98,14 +105,17 @@ def main() -> None:
     base_rss = rss_mb()
 
     detector_cls = get_registry().detector_class(args.method)
-    overrides = detector_cls.parse_overrides(dict(pair.split("=", 1) for pair in args.set))
+    sets = dict(pair.split("=", 1) for pair in args.set)
+    if args.runtime == "torch-bf16":
+        sets["precision"] = "bfloat16"
+    overrides = detector_cls.parse_overrides(sets)
     detector = detector_cls(args.profile, seed=args.seed, **overrides)
     start = time.perf_counter()
     detector.fit(train_images)
     fit_s = time.perf_counter() - start
     after_fit_rss = rss_mb()
 
-    predictor = detector if args.runtime == "torch" else exported_predictor(detector, train_images, output_size)
+    predictor = exported_predictor(detector, train_images, output_size) if args.runtime == "onnxruntime" else detector
     batch = int(detector.hparams.get("batch_size", 16))
     predictor.predict(test_images[:batch], output_size)  # warm-up
     times, scores = [], None
@@ -118,7 +128,7 @@ def main() -> None:
 
     hp = detector.hparams
     result = {
-        "impl": "autovi" if args.runtime == "torch" else "autovi-ort",
+        "impl": IMPLS[args.runtime],
         "method": args.method,
         "category": category_dir.name,
         "seed": args.seed,

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
-from autovi_core.backbone_params import weights_param
+from autovi_core.backbone_params import precision_param, weights_param
 from autovi_core.domains import Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
 from autovi_core.layer_preset import LayerPreset, check_backbone_layers, check_input_stride
@@ -41,6 +41,7 @@ class PaDiM(Detector):
             source="paper (ResNet-18 variant, R18-Rd100); fast: autovi (Lite0, offline)",
         ),
         "weights": weights_param(),
+        "precision": precision_param(),
         "layers": Param(
             Optional(
                 ListOf(Text("a feature-layer name (timm feature_info module name)"), min_len=1),
@@ -222,7 +223,7 @@ class PaDiM(Detector):
             f"bilinear upsampling to {geometry.size} px, Gaussian blur sigma {sigma:g} px, image score = the map's maximum",
             "map placed in the full frame and resized to the image's size",
         ]
-        return ExportPlan(module, steps=steps, substitutions=[])
+        return ExportPlan(module, steps=steps, substitutions=taps.substitutions)
 
     # --- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:

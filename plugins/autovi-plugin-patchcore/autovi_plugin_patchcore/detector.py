@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autovi_core import Capabilities, Detector, LabelledDefects, Prediction
-from autovi_core.backbone_params import weights_param
+from autovi_core.backbone_params import precision_param, weights_param
 from autovi_core.domains import Bool, Choice, Float, Int, ListOf, Optional, Param, Text
 from autovi_core.errors import ConfigError
 from autovi_core.layer_preset import MID_LEVEL_FEATURES, LayerPreset, check_backbone_layers, check_input_stride
@@ -43,6 +43,7 @@ class PatchCore(Detector):
             source="official code (WideResNet-50); fast: autovi (EfficientNet-Lite0, available offline)",
         ),
         "weights": weights_param(),
+        "precision": precision_param(),
         "layers": Param(
             Optional(ListOf(Text("a timm feature-layer name"), min_len=1), none_means="the backbone's stride-8 and stride-16 layers"),
             paper=None,
@@ -312,7 +313,8 @@ class PatchCore(Detector):
         ]
         substitutions = [
             f"nearest-neighbour search: faiss IndexFlatL2 (CPU) replaced by an exact matrix-product kNN over the {bank.shape[0]}-vector "
-            f"bank in chunks of {CHUNK} vectors, in float32 (infer scores in float64)"
+            f"bank in chunks of {CHUNK} vectors, in float32 (infer scores in float64)",
+            *taps.substitutions,
         ]
         return ExportPlan(module, steps=steps, substitutions=substitutions)
 
