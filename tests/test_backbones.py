@@ -120,6 +120,29 @@ def test_geometry_crop_and_full_frame_maps() -> None:
     assert frame[0, 0, 0] == frame.min() and frame[0, 20, 30] == frame.max()  # border = min, centre = peak
 
 
+@pytest.mark.parametrize("shape", [(3, 40, 52), (2, 5, 7), (1, 1, 9)], ids=["wider-than-kernel", "shorter-than-kernel", "one-row"])
+@pytest.mark.parametrize("sigma", [0.3, 1.0, 4.57])
+def test_gaussian_blur_by_matrices_equals_the_convolutions(shape: tuple[int, int, int], sigma: float) -> None:
+    from autovi_core.backbones.geometry import _blur_by_convolutions, _blur_by_matrices
+
+    maps = torch.rand(*shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(_blur_by_matrices(maps, sigma), _blur_by_convolutions(maps, sigma), rtol=0, atol=1e-12)
+
+
+def test_gaussian_blur_is_scipys_mirrored_gaussian_and_keeps_the_mean() -> None:
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from autovi_core.backbones import gaussian_blur
+    from autovi_core.backbones.geometry import BLUR_MATRIX_MAX_SIDE
+
+    maps = torch.rand(2, 48, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    sigma = 2.5
+    expected = [ndimage.gaussian_filter(m.numpy(), sigma, mode="mirror", radius=int(np.ceil(4 * sigma))) for m in maps]
+    np.testing.assert_allclose(gaussian_blur(maps, sigma).numpy(), np.stack(expected), rtol=0, atol=1e-12)
+    flat = torch.full((1, 8, BLUR_MATRIX_MAX_SIDE + 1), 0.7)  # the convolution path: constants stay constant
+    torch.testing.assert_close(gaussian_blur(flat, sigma), flat)
+    assert gaussian_blur(maps, 0.0) is maps
+
+
 def test_a_vit_file_with_dinov2s_extra_mask_token_loads(tmp_path: Path) -> None:
     """DINOv2's original checkpoints carry a ``mask_token`` timm's ViT has no use for: timm's own
     checkpoint filter drops it, everything else still loads strictly."""

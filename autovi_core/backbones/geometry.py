@@ -3,6 +3,7 @@ normalised NCHW tensor, and the inverse for anomaly maps: crop-grid maps back to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,21 +25,56 @@ def normalize_imagenet(batch: torch.Tensor) -> torch.Tensor:
     return (batch - mean) / std
 
 
+BLUR_MATRIX_MAX_SIDE = 1024
+"""Maps up to this side are blurred by two matrix products, longer ones by two 1-D convolutions. Same
+result to float rounding; at 256 x 256 and sigma 4.6 the products took 0.34 ms a map and the
+convolutions 2.9 ms (oneDNN runs a one-channel convolution far below the CPU's speed)."""
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Blur (N, H, W) maps with a separable Gaussian (kernel 2*ceil(4 sigma)+1, reflected borders)."""
+    """Blur (N, H, W) maps with a separable Gaussian (kernel 2*ceil(4 sigma)+1, reflected borders;
+    on a side shorter than the kernel, the kernel is cut to what reflection reaches and renormalised)."""
     if sigma <= 0:
         return maps
+    if max(maps.shape[-2:]) <= BLUR_MATRIX_MAX_SIDE:
+        return _blur_by_matrices(maps, sigma)
+    return _blur_by_convolutions(maps, sigma)
+
+
+def _gaussian_taps(sigma: float, side: int) -> np.ndarray:
+    """The normalised kernel, cut to at most ``side - 1`` taps each way (reflection reaches no further)."""
     radius = int(np.ceil(4 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
+    pad = min(radius, side - 1)
+    taps = np.exp(-0.5 * (np.arange(-pad, pad + 1) / sigma) ** 2)
+    return taps / taps.sum()
+
+
+@functools.lru_cache(maxsize=64)
+def blur_matrix(side: int, sigma: float) -> np.ndarray:
+    """(side, side) float64 matrix B with ``B @ x`` = x blurred along its first axis, reflected borders
+    folded in: B[i, j] sums the taps whose reflected source index ``i + t`` is j."""
+    taps = _gaussian_taps(sigma, side)
+    pad = len(taps) // 2
+    source = np.abs(np.arange(side)[:, None] + np.arange(-pad, pad + 1)[None, :])
+    source = np.where(source > side - 1, 2 * (side - 1) - source, source)
+    matrix = np.zeros((side, side))
+    np.add.at(matrix, (np.repeat(np.arange(side), len(taps)), source.ravel()), np.tile(taps, side))
+    return matrix
+
+
+def _blur_by_matrices(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    rows = torch.from_numpy(blur_matrix(int(maps.shape[-2]), float(sigma))).to(maps)
+    columns = torch.from_numpy(blur_matrix(int(maps.shape[-1]), float(sigma))).to(maps)
+    return rows @ maps @ columns.T
+
+
+def _blur_by_convolutions(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     out = maps.unsqueeze(1)
     for dim in (2, 3):  # rows then columns
-        pad = min(radius, out.shape[dim] - 1)
-        k = kernel[radius - pad : radius + pad + 1] if pad < radius else kernel
-        k = k / k.sum()
+        taps = torch.from_numpy(_gaussian_taps(sigma, out.shape[dim])).to(maps)
+        pad = len(taps) // 2
         padding = (0, 0, pad, pad) if dim == 2 else (pad, pad, 0, 0)
-        weight = k.view(1, 1, -1, 1) if dim == 2 else k.view(1, 1, 1, -1)
+        weight = taps.view(1, 1, -1, 1) if dim == 2 else taps.view(1, 1, 1, -1)
         out = F.conv2d(F.pad(out, padding, mode="reflect") if pad else out, weight)
     return out.squeeze(1)
 
