@@ -258,10 +258,14 @@ def fit_timed(detector: Detector, data: ExperimentData, shared_fits: str | None 
     return detector, {"fit_s": fit_time["s"], "peak_rss_before_fit_mb": rss_before_fit, "fit_reused": reused}
 
 
-def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, registry: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def evaluate_fitted(
+    task: Task, detector: Detector, data: ExperimentData, registry: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Predict the test split (timed, after a warm-up), the batch-1 latency and the calibration
-    scores, then compute every registered metric; returns (metrics, timing). With an output folder
-    it also writes the maps (``save_maps``) and the experiment file (:mod:`.experiment_file`)."""
+    hold-out, then compute every registered metric; returns (metrics, timing, the calibration section
+    of a model folder: what ``--save-models`` writes). With an output folder it also writes the maps
+    (``save_maps``) and the experiment file (:mod:`.experiment_file`)."""
+    from .model_folder import calibration_section
     from .progress import track
 
     category, test, test_images = data.category, data.test, data.test_images
@@ -271,10 +275,14 @@ def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, regist
         scores, maps = _predict_by_size(detector, category, test, test_images)
     latency_ms = _batch1_latency_ms(detector, category, test, test_images)
     calibration_scores = calibration_maxima = None
+    calibration_maps: list[np.ndarray] = []
     if data.calibration:
         calibration_scores, calibration_maps = _predict_by_size(detector, category, data.calibration, data.calibration_images)
         calibration_maxima = [float(np.max(m)) for m in calibration_maps]
-        del calibration_maps
+    calibration = calibration_section(
+        [] if calibration_scores is None else calibration_scores, calibration_maps, [category.relative_path(s) for s in data.calibration]
+    )
+    del calibration_maps
 
     channels = None
     if category.has_masks:
@@ -324,7 +332,7 @@ def evaluate_fitted(task: Task, detector: Detector, data: ExperimentData, regist
         "batch1_latency_ms": latency_ms,
         "evaluate_s": evaluate_time["s"],
     }
-    return metrics, timing
+    return metrics, timing, calibration
 
 
 def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
@@ -344,7 +352,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
     seed_everything(task.seed)
     detector = detector_cls(task.profile, seed=task.seed, device=device, **task.overrides)
     detector, fit_timing = fit_timed(detector, data, task.shared_fits)  # seeds again, now that torch may be imported
-    metrics, predict_timing = evaluate_fitted(task, detector, data, registry)
+    metrics, predict_timing, calibration = evaluate_fitted(task, detector, data, registry)
 
     record.update(
         status="ok",
@@ -384,7 +392,7 @@ def run_task(task: Task, registry: Any = None) -> dict[str, Any]:
     if task.save_models:  # autovi run --save-models: the detector with the calibration it was evaluated with
         from .model_folder import save_run_model
 
-        record["model_dir"] = save_run_model(task, detector, data, registry)
+        record["model_dir"] = save_run_model(task, detector, data, calibration, registry)
     return record
 
 

@@ -255,21 +255,16 @@ def load_model_folder(path: str | os.PathLike[str], *, device: str = "cpu", regi
     return ModelFolder(path=path, detector=detector, info=info, notes=notes)
 
 
-def save_run_model(task: Any, detector: Detector, data: Any, registry: Any) -> str:
+def save_run_model(task: Any, detector: Detector, data: Any, calibration: dict[str, Any], registry: Any) -> str:
     """``autovi run --save-models``: write the experiment's fitted detector with the calibration the
-    run evaluated it with into ``DIR/models/<dataset>/<category>/<detector>/seed<S>-<profile>/``;
-    returns that folder relative to ``DIR`` (the record's ``model_dir``)."""
-    from .experiment import _predict_by_size
+    run evaluated it with (``calibration``, from its own predictions of the hold-out) into
+    ``DIR/models/<dataset>/<category>/<detector>/seed<S>-<profile>/``; returns that folder relative
+    to ``DIR`` (the record's ``model_dir``)."""
     from .run_options import options_of, options_slug
 
     category = data.category
     variant = f"seed{task.seed}-{task.profile}{options_slug(options_of(task))}"
     relative = Path("models") / task.dataset / task.category / task.detector / variant
-    scores: Any = []
-    maps: list[np.ndarray] = []
-    if data.calibration:
-        scores, maps = _predict_by_size(detector, category, data.calibration, data.calibration_images)
-    calibration = calibration_section(scores, maps, [category.relative_path(s) for s in data.calibration])
     geometry = geometry_section([image.shape for image in data.train_images], [category.ground_truth_shape(s) for s in data.train])
     training = {
         "command": "autovi run --save-models",

@@ -84,11 +84,13 @@ def test_predict_on_a_saved_run_reproduces_its_scores(
     thresholds), and ``autovi predict`` on the test split gives the run's image scores back."""
     monkeypatch.setitem(get_registry().datasets, "synthetic", SyntheticDataset(size=64, counts=SMALL))
     seen: dict[str, float] = {}
+    calibrated: list[str] = []
     original = experiment._predict_by_size
 
     def recording(detector_, category, samples, images):  # type: ignore[no-untyped-def]
         scores, maps = original(detector_, category, samples, images)
         seen.update({str(s.path): float(v) for s, v in zip(samples, scores) if s.split == "test"})
+        calibrated.extend(str(s.path) for s in samples if s.split != "test")
         return scores, maps
 
     monkeypatch.setattr(experiment, "_predict_by_size", recording)
@@ -115,6 +117,7 @@ def test_predict_on_a_saved_run_reproduces_its_scores(
     folder = out / record["model_dir"]
     info = json.loads((folder / CALIBRATION_FILE).read_text())
     assert info["calibration"]["images"] == record["split"]["calibration"] == 1
+    assert len(calibrated) == 1  # the hold-out is predicted once, for the run's metrics and the model folder alike
     for level, rates in record["metrics"]["calibrated"].items():
         assert info["calibration"]["thresholds"][level] == pytest.approx(rates["threshold"], rel=1e-9)
     assert info["plugin"]["distribution"] == get_registry().distribution_of("detector", detector)
