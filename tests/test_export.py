@@ -172,11 +172,18 @@ def test_cli_export_then_predict_gives_the_torch_verdicts(exported, good_folder:
         assert code == 0, err
     torch_records = [json.loads(line) for line in (tmp_path / "torch" / "predictions.jsonl").read_text().splitlines()]
     onnx_records = [json.loads(line) for line in (tmp_path / "onnx" / "predictions.jsonl").read_text().splitlines()]
-    assert [r["verdict"] for r in onnx_records] == [r["verdict"] for r in torch_records]
     assert [r["threshold"] for r in onnx_records] == [r["threshold"] for r in torch_records]
     torch_scores = np.array([r["score"] for r in torch_records])
     onnx_scores = np.array([r["score"] for r in onnx_records])
-    assert np.abs(onnx_scores - torch_scores).max() <= PARITY_RTOL * np.abs(torch_scores).max()  # relative to the largest score
+    margin = PARITY_RTOL * np.abs(torch_scores).max()
+    assert np.abs(onnx_scores - torch_scores).max() <= margin  # relative to the largest score
+    # The folder holds the held-out images the threshold was set on (the 99 % level of two scores: the
+    # larger one), so one image scores the threshold itself: within the parity margin either verdict is
+    # right. Every image farther from the threshold gets the same verdict from both runtimes.
+    threshold = torch_records[0]["threshold"]
+    clear = np.abs(torch_scores - threshold) > margin
+    assert clear.sum() >= len(torch_records) - 2
+    assert [r["verdict"] for r, c in zip(onnx_records, clear) if c] == [r["verdict"] for r, c in zip(torch_records, clear) if c]
     assert (tmp_path / "onnx" / "tiff" / "00.tiff").is_file()
 
 
