@@ -17,6 +17,8 @@ times its optimiser steps through torch's global optimiser hook:
   images (``images``) where a step's cost does not depend on their number (CFlow's fibre batches);
 - **seconds per unit** = the median step x the steps one unit (epoch) takes at the category's full
   size, counted from the plan's hyperparameters (tests check each count against a whole epoch);
+- **set-up** is the end of the first step less one median step: the work before training (image
+  preparation, training features); 0 when it is within a step's noise;
 - **peak RSS** is the child process's at the stop (each plan runs in its own process).
 
 What an interval leaves out is per-epoch work outside the steps (loader creation, lr updates,
@@ -211,7 +213,7 @@ def time_plan(name: str, data: Data, device: str, steps: int, random_weights: Pa
         "step_s": per_step,
         "step_range_s": [min(intervals), max(intervals)],
         "intervals": len(intervals),
-        "set_up_s": clock.first[plan.kind] - per_step if plan.kind == 0 and not plan.images else None,
+        "set_up_s": max(0.0, clock.first[plan.kind] - per_step) if plan.kind == 0 and not plan.images else None,
         "steps_per_unit": per_unit_steps,
         "unit_s": per_step * per_unit_steps,
         "profile_units": int(hp[plan.units]),
