@@ -130,6 +130,28 @@ class Data:
         generate_category(folder, category, size=size, seed=0, counts=SyntheticCounts(train=train))
         return cls(category, "folder", str(folder), size, train)
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, scratch: Path) -> Data:
+        """The category of :func:`add_data_arguments`' options: the built-in one at its defaults, else generated."""
+        if (args.size, args.train_images) == (128, 40):
+            return cls(args.category)
+        return cls.generate(args.category, args.size, args.train_images, args.data or scratch)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the measured category and backbones, and ``--output`` (read by :meth:`Data.from_args`)."""
+    parser.add_argument("--category", default="textured_plate")
+    parser.add_argument("--size", type=int, default=128, help="image side of the generated category (default 128: the built-in one)")
+    parser.add_argument("--train-images", type=int, default=40, help="training images of the generated category (default 40)")
+    parser.add_argument("--data", type=Path, help="folder for a generated category (default: a temporary one)")
+    parser.add_argument(
+        "--random-weights",
+        type=Path,
+        metavar="DIR",
+        help="use the paper backbones with untrained weights saved in DIR instead of Lite0 (timings only: scores are meaningless)",
+    )
+    parser.add_argument("--output", type=Path)
+
 
 def run_once(detector: str, data: Data, profile: str, overrides: dict[str, Any], device: str) -> dict[str, Any]:
     """One in-process ``autovi run`` experiment with a fresh, empty cache; returns its record."""
@@ -263,7 +285,6 @@ def report(rows: list[dict[str, Any]], fused_ms: float | None, device: str, data
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--category", default="textured_plate")
     parser.add_argument("--detector", action="append", choices=sorted(PLANS), help="default: all")
     parser.add_argument("--quick", action="store_true", help="fast profiles, 1 vs 5 units (to check the script on a CPU)")
     parser.add_argument("--high", type=int, help="units of the second run (default: 3, quick: 5)")
@@ -272,22 +293,11 @@ def main(argv: list[str] | None = None) -> str:
         action="store_true",
         help="one run at the low unit count, no warm-up (also for detectors that do not train): its whole fit bounds one unit",
     )
-    parser.add_argument("--size", type=int, default=128, help="image side of the generated category (default 128: the built-in one)")
-    parser.add_argument("--train-images", type=int, default=40, help="training images of the generated category (default 40)")
-    parser.add_argument("--data", type=Path, help="folder for a generated category (default: a temporary one)")
-    parser.add_argument(
-        "--random-weights",
-        type=Path,
-        metavar="DIR",
-        help="use the paper backbones with untrained weights saved in DIR instead of Lite0 (timings only: scores are meaningless)",
-    )
-    parser.add_argument("--output", type=Path)
+    add_data_arguments(parser)
     args = parser.parse_args(argv)
     settings = {**(QUICK if args.quick else FULL), **({"high": args.high} if args.high else {}), "one_run": args.one_run}
     with tempfile.TemporaryDirectory(prefix="autovi-gpu-data-") as scratch:
-        data = Data(args.category)
-        if (args.size, args.train_images) != (128, 40):
-            data = Data.generate(args.category, args.size, args.train_images, args.data or Path(scratch))
+        data = Data.from_args(args, Path(scratch))
         names = args.detector or sorted(PLANS)
         rows = [row for name in names for row in measure_detector(name, data, args.device, settings, args.random_weights)]
     fused = None

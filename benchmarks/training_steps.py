@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_measurements import PLANS, Data, backbone_overrides, device_name  # noqa: E402
+from gpu_measurements import PLANS, Data, add_data_arguments, backbone_overrides, device_name  # noqa: E402
 
 
 def loader_steps(samples: int, batch: int) -> int:
@@ -269,14 +269,9 @@ def report(rows: list[dict[str, Any]], device: str, data: Data, steps: int) -> s
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--category", default="textured_plate")
     parser.add_argument("--plan", action="append", choices=sorted(STEP_PLANS), help="default: all")
     parser.add_argument("--steps", type=int, default=2, help="step intervals timed per plan (default 2)")
-    parser.add_argument("--size", type=int, default=128, help="image side of the generated category (default 128: the built-in one)")
-    parser.add_argument("--train-images", type=int, default=40, help="training images of the generated category (default 40)")
-    parser.add_argument("--data", type=Path, help="folder for a generated category (default: a temporary one)")
-    parser.add_argument("--random-weights", type=Path, metavar="DIR", help="paper backbones, untrained, saved in DIR (else Lite0)")
-    parser.add_argument("--output", type=Path)
+    add_data_arguments(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data-json", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -285,9 +280,7 @@ def main(argv: list[str] | None = None) -> str:
         print(json.dumps(result))
         return ""
     with tempfile.TemporaryDirectory(prefix="autovi-step-data-") as scratch:
-        data = Data(args.category)
-        if (args.size, args.train_images) != (128, 40):
-            data = Data.generate(args.category, args.size, args.train_images, args.data or Path(scratch))
+        data = Data.from_args(args, Path(scratch))
         rows = [time_in_child(name, args, data) for name in args.plan or list(STEP_PLANS)]
     text = report(rows, args.device, data, args.steps)
     if args.output:

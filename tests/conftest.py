@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 # examples/autovi-plugin-pixel-gaussian is what `autovi new-plugin pixel_gaussian` writes (tests/test_scaffold.py).
 EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "autovi-plugin-pixel-gaussian"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _install_example_plugin() -> None:
@@ -45,3 +49,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     seed = getattr(config.option, "randomly_seed", None)
     if isinstance(seed, int):
         terminalreporter.write_line(f"test order and seeds: pytest-randomly seed {seed} (replay with --randomly-seed={seed})")
+
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """Import ``benchmarks/<name>.py`` (not a package) as module ``name``."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+
+    return load

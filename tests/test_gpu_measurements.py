@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_measurements.py"
+
+@pytest.fixture
+def script(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("gpu_measurements")
 
 
-def load_script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("gpu_measurements", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_mode_times_training_and_inference(tmp_path: Path) -> None:
+def test_quick_mode_times_training_and_inference(script: ModuleType, tmp_path: Path) -> None:
     pytest.importorskip("autovi_plugin_draem")
     pytest.importorskip("autovi_plugin_efficientad")
     pytest.importorskip("autovi_plugin_patchcore")
-    script = load_script()
     out = tmp_path / "report.md"
     text = script.main(
         [
@@ -62,11 +56,10 @@ def test_quick_mode_times_training_and_inference(tmp_path: Path) -> None:
     assert len(list((tmp_path / "data" / "clip_assembly" / "train" / "good").iterdir())) == 8
 
 
-def test_every_plan_names_real_paper_hyperparameters() -> None:
+def test_every_plan_names_real_paper_hyperparameters(script: ModuleType) -> None:
     """The full (GPU) mode builds each detector's paper profile with the plan's overrides: check they exist."""
     from autovi_core.registry import get_registry
 
-    script = load_script()
     registry = get_registry()
     for name, plan in script.PLANS.items():
         if name not in registry.detectors:
@@ -75,11 +68,10 @@ def test_every_plan_names_real_paper_hyperparameters() -> None:
         assert all(detector.hparams[knob] == 3 for knob, _ in plan.knobs)
 
 
-def test_backbones_are_lite0_or_the_papers_untrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backbones_are_lite0_or_the_papers_untrained(script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --random-weights the pretrained detectors run on Lite0; with it, on the paper's backbone and a weights file."""
     pytest.importorskip("autovi_plugin_patchcore")
     pytest.importorskip("autovi_plugin_efficientad")
-    script = load_script()
     made = []
     monkeypatch.setattr(script, "random_weights_file", lambda backbone, folder: made.append(backbone) or folder / f"{backbone}.pth")
     assert script.backbone_overrides("patchcore", script.PLANS["patchcore"], None) == (script.LITE0, script.LITE0_NOTE)
@@ -91,9 +83,8 @@ def test_backbones_are_lite0_or_the_papers_untrained(tmp_path: Path, monkeypatch
     assert overrides["backbone"] == "wide_resnet101_2" and made == ["wide_resnet50_2", "wide_resnet101_2"]
 
 
-def test_one_run_times_the_whole_fit_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_run_times_the_whole_fit_once(script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--one-run: a single run at the low unit count, no warm-up, for every detector; its whole fit is the bound."""
-    script = load_script()
     calls = []
 
     def fake_run(detector, data, profile, overrides, device):  # type: ignore[no-untyped-def]

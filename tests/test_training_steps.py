@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "training_steps.py"
+
+@pytest.fixture
+def script(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("training_steps")
 
 
-def load_script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("training_steps", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_clock_tells_kinds_apart_and_counts_only_adjacent_intervals() -> None:
+def test_clock_tells_kinds_apart_and_counts_only_adjacent_intervals(script: ModuleType) -> None:
     """Two modules under one optimiser and a second optimiser: three kinds; an interval only between
     two directly consecutive steps of a kind; the stop comes at the wanted interval count."""
-    script = load_script()
     torch.manual_seed(0)
     a, b, c = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     shared = torch.optim.SGD([*a.parameters(), *b.parameters()], lr=0.1)
@@ -80,12 +74,11 @@ WHOLE_UNITS: list[tuple[str, dict[str, Any], list[str]]] = [
 
 
 @pytest.mark.parametrize(("detector", "overrides", "plans"), WHOLE_UNITS, ids=[row[0] for row in WHOLE_UNITS])
-def test_steps_per_unit_match_a_whole_unit(detector: str, overrides: dict[str, Any], plans: list[str]) -> None:
+def test_steps_per_unit_match_a_whole_unit(script: ModuleType, detector: str, overrides: dict[str, Any], plans: list[str]) -> None:
     """Each plan's count of steps in one unit equals the steps its kind takes in a whole fit of one unit."""
     pytest.importorskip(f"autovi_plugin_{detector}")
     from autovi_core.registry import get_registry
 
-    script = load_script()
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(7)]
     model = get_registry().create_detector(detector, "fast", device="cpu", **overrides)
@@ -99,11 +92,10 @@ def test_steps_per_unit_match_a_whole_unit(detector: str, overrides: dict[str, A
     assert len(clock.steps) == max(script.STEP_PLANS[name].kind for name in plans) + 1
 
 
-def test_report_of_a_real_fit_in_a_child_process(tmp_path: Path) -> None:
+def test_report_of_a_real_fit_in_a_child_process(script: ModuleType, tmp_path: Path) -> None:
     """The whole script on the cheapest plan: a child process fits SuperSimpleNet's paper profile
     until two step intervals are timed, and the report's unit time is the step x the steps per unit."""
     pytest.importorskip("autovi_plugin_supersimplenet")
-    script = load_script()
     out = tmp_path / "steps.md"
     text = script.main(
         ["--plan", "supersimplenet", "--size", "64", "--train-images", "10", "--data", str(tmp_path / "data"), "--output", str(out)]
