@@ -14,6 +14,8 @@ from autovi_core.backbones import (
     FeatureExtractor,
     InputGeometry,
     load_backbone,
+    module_from_state,
+    resolve_weights,
     weights_env_var,
 )
 from autovi_core.errors import ConfigError
@@ -105,6 +107,45 @@ def test_weights_from_environment_and_strict_mismatch(tmp_path: Path, monkeypatc
         load_backbone("resnet34", weights=path)  # strict: missing keys are an error
     with pytest.raises(ConfigError, match="does not exist"):
         load_backbone("resnet18", weights=tmp_path / "nope.pth")
+
+
+class WithComputedBuffer(torch.nn.Module):
+    """A layer with a non-persistent buffer: state its state dict does not hold, computed at construction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+        self.register_buffer("scale", torch.arange(2.0) + 1.0, persistent=False)
+
+
+def test_module_from_state_takes_the_tensors_themselves_without_initialising() -> None:
+    torch.manual_seed(0)
+    state = {"weight": torch.rand(2, 3), "bias": torch.rand(2)}
+    model = module_from_state(lambda: torch.nn.Linear(3, 2), state)
+    assert model.weight.data_ptr() == state["weight"].data_ptr() and model.bias.data_ptr() == state["bias"].data_ptr()
+    assert not model.weight.is_meta and model.weight.requires_grad  # a Parameter, as built
+    half = module_from_state(lambda: torch.nn.Linear(3, 2), {k: v.half() for k, v in state.items()})
+    assert half.weight.dtype == torch.float32 and torch.equal(half.weight, state["weight"].half().float())
+    computed = module_from_state(WithComputedBuffer, {"linear.weight": state["weight"], "linear.bias": state["bias"]})
+    assert torch.equal(computed.scale, torch.tensor([1.0, 2.0])) and torch.equal(computed.linear.weight, state["weight"])
+    with pytest.raises(RuntimeError, match="Missing key"):
+        module_from_state(lambda: torch.nn.Linear(3, 2), {"weight": state["weight"]})
+
+
+def test_load_backbone_builds_nothing_random(tmp_path: Path) -> None:
+    """The full classifier holds the file's tensors, bit for bit; a CPU-built model given its own
+    initial values is refused as a random initialisation."""
+    path = tmp_path / "r18.pth"
+    torch.manual_seed(7)
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    saved = torch.load(path, weights_only=True)
+    model, _ = load_backbone("resnet18", weights=path)
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert not any(t.is_meta for t in model.state_dict().values())
+    built = timm.create_model("resnet18", pretrained=False)
+    torch.save(built.state_dict(), tmp_path / "same.pth")
+    with pytest.raises(ConfigError, match="same values as a random initialisation"):
+        resolve_weights("resnet18", built, tmp_path / "same.pth")
 
 
 def test_geometry_crop_and_full_frame_maps() -> None:

@@ -16,7 +16,7 @@ from ..backbone_params import PRECISIONS
 from ..errors import ConfigError
 from ..layer_preset import LayerPreset
 from .folding import fold_batchnorm_checked
-from .weights import load_backbone
+from .weights import load_backbone, module_from_state
 
 
 def _drop_blocks_after(model: torch.nn.Module, layers: Sequence[str]) -> None:
@@ -76,8 +76,8 @@ class FeatureExtractor:
         import timm
 
         full, self.weights_source = load_backbone(backbone, weights)
-        probe = timm.create_model(backbone, pretrained=False, features_only=True)
-        names = list(probe.feature_info.module_name())
+        with torch.device("meta"):  # the layer names only: no memory, no initialisation
+            names = list(timm.create_model(backbone, pretrained=False, features_only=True).feature_info.module_name())
         missing = [name for name in layers if name not in names]
         if missing:
             raise ConfigError(f"backbone {backbone!r} has no feature layer(s) {missing}; valid: {', '.join(names)}")
@@ -85,9 +85,12 @@ class FeatureExtractor:
         if list(indices) != sorted(set(indices)):  # timm returns the layers shallow to deep, once each
             order = ", ".join(names)
             raise ConfigError(f"backbone {backbone!r}: layers {list(layers)} must be distinct, shallowest to deepest ({order})")
-        model = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=indices)
-        wanted = model.state_dict().keys()
-        model.load_state_dict({k: v for k, v in full.state_dict().items() if k in wanted}, strict=True)
+        with torch.device("meta"):
+            wanted = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=indices).state_dict().keys()
+        state = {k: v for k, v in full.state_dict().items() if k in wanted}
+        del full  # the feature model holds the tensors it needs; the classifier's others go
+        model = module_from_state(lambda: timm.create_model(backbone, pretrained=False, features_only=True, out_indices=indices), state)
+        del state
         _drop_blocks_after(model, layers)
         self.backbone = backbone
         self.layers = tuple(layers)

