@@ -164,7 +164,8 @@ def _load(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> Any:
 
 
 def _load_strictly(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Load ``state`` into the full classifier ``model`` strictly and check it is not a random init."""
+    """Load ``state`` into the full classifier ``model`` strictly: a meta-device model (:func:`load_backbone`)
+    takes its tensors; a CPU-built one is refused when loading left its initial values unchanged."""
     if any(k.startswith(("_conv_stem", "_blocks.")) for k in state):
         state = lite0_package_keys_to_timm(state, model)
     from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
