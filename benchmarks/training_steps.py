@@ -11,8 +11,9 @@ times its optimiser steps through torch's global optimiser hook:
 
 - a step's **kind** is the optimiser and the first parameter with a gradient (DSR's stages have one
   optimiser each; CFlow's flows share one and step in turn), numbered in order of first appearance;
-- each plan times one kind: the median of ``--steps`` intervals between two directly consecutive steps of it (each
-  interval is one whole step: batch synthesis, forward, backward, update), then stops the fit;
+- each plan times one kind: the median of ``--steps`` intervals between two directly consecutive
+  steps of it (each interval is one whole step: batch synthesis, forward, backward, update; on CUDA
+  the hook waits for the device), then stops the fit;
 - earlier stages are shrunk where a plan reaches a later one (``fixed``), or the fit runs on fewer
   images (``images``) where a step's cost does not depend on their number (CFlow's fibre batches);
 - **seconds per unit** = the median step x the steps one unit (epoch) takes at the category's full
@@ -160,6 +161,10 @@ class StepClock:
         self._handle.remove()
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # a step is over when the device has done it, not when it was queued
         now = time.perf_counter()
         first = next((id(p) for group in optimizer.param_groups for p in group["params"] if p.grad is not None), 0)
         kind = self.kinds.setdefault((id(optimizer), first), len(self.kinds))
