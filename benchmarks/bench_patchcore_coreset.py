@@ -22,13 +22,15 @@ peak RSS is that run's own):
 ``fit``: the ``paper`` profile (Lite0 backbone, ``crop`` none by default: 1,024 patches per image as in
 the issue's measurement) fitted on ``--images`` generated training images, once per algorithm: fit
 seconds, peak RSS, coverage radius, image AUROC on the category's test set, batch-1 latency and
-images/s. ``auroc``: image AUROC of the ``fast`` profile with each algorithm on the three synthetic
-categories over the seeds. Results are printed as JSON lines (and written to ``--out`` if given).
+images/s. ``--algorithms`` and ``--projections 128,64,32`` (``coreset_projection``: fewer dims, fewer
+bytes per step and a coarser distance) choose the variants, in both modes. ``auroc``: image AUROC
+of the ``fast`` profile with each variant on the three synthetic categories over the seeds. Results are printed as JSON lines (and written to ``--out`` if given).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -190,7 +192,7 @@ def _one_fit(args: argparse.Namespace) -> dict:
 
     train, test, labels = load_category(generated_category(Path(args.data), args.category, args.images, args.size))
     crop = None if args.crop == "none" else int(args.crop)
-    detector = paper_detector(seed=0, crop=crop, coreset_algorithm=args.one, coreset_ratio=args.ratio)
+    detector = paper_detector(seed=0, crop=crop, coreset_algorithm=args.one, coreset_ratio=args.ratio, coreset_projection=args.projection)
     start = time.perf_counter()
     detector.fit(train)
     fit_s = time.perf_counter() - start
@@ -199,6 +201,7 @@ def _one_fit(args: argparse.Namespace) -> dict:
     scores = np.asarray(detector.predict(test, output_size).scores, dtype=np.float64)
     row = {
         "algorithm": args.one,
+        "projection": args.projection,
         "images": len(train),
         "size": args.size,
         "crop": crop,
@@ -234,8 +237,10 @@ def _auroc(args: argparse.Namespace) -> list[dict]:
         train, test, labels = load_category(generated_category(Path(args.data), category, 40, 128))
         output_size = tuple(test[0].shape[:2])
         for seed in [int(s) for s in args.seeds.split(",")]:
-            for algorithm in ("exact", "pruned"):
-                detector = get_registry().create_detector("patchcore", "fast", seed=seed, coreset_algorithm=algorithm)
+            for algorithm, projection in itertools.product(args.algorithms.split(","), map(int, args.projections.split(","))):
+                detector = get_registry().create_detector(
+                    "patchcore", "fast", seed=seed, coreset_algorithm=algorithm, coreset_projection=projection
+                )
                 start = time.perf_counter()
                 detector.fit(train)
                 fit_s = time.perf_counter() - start
@@ -244,6 +249,7 @@ def _auroc(args: argparse.Namespace) -> list[dict]:
                     "category": category,
                     "seed": seed,
                     "algorithm": algorithm,
+                    "projection": projection,
                     "fit_s": fit_s,
                     "image_auroc": float(roc_auc_score(labels, scores)),
                 }
@@ -261,7 +267,9 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.1)
     parser.add_argument("--category", default="textured_plate")
     parser.add_argument("--algorithms", default="pruned,exact")
+    parser.add_argument("--projections", default="128", help="coreset_projection values to fit with (dims of the coreset distances)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--projection", type=int, default=128, help=argparse.SUPPRESS)
     parser.add_argument("--no-radius", action="store_true", help="skip the coverage radius (one more feature pass)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--data", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "autovi-bench-patchcore"))
@@ -277,13 +285,14 @@ def main() -> None:
         print(f"read bandwidth {read_bandwidth_gb_s():.1f} GB/s, copy {copy_bandwidth_gb_s():.1f} GB/s", flush=True)
         rows = []
         for algorithm in args.algorithms.split(","):
-            command = [sys.executable, __file__, "fit", "--one", algorithm, *sys.argv[2:]]
-            done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            if done.returncode != 0 or not lines:
-                raise SystemExit(f"{algorithm} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-            rows.append(json.loads(lines[-1]))
-            print(lines[-1], flush=True)
+            for projection in args.projections.split(","):
+                command = [sys.executable, __file__, "fit", "--one", algorithm, "--projection", projection, *sys.argv[2:]]
+                done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+                lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+                if done.returncode != 0 or not lines:
+                    raise SystemExit(f"{algorithm} at {projection} dims failed ({done.returncode}):\n{done.stderr[-3000:]}")
+                rows.append(json.loads(lines[-1]))
+                print(lines[-1], flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
