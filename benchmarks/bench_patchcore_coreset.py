@@ -24,7 +24,8 @@ the issue's measurement) fitted on ``--images`` generated training images, once 
 seconds, peak RSS, coverage radius, image AUROC on the category's test set, batch-1 latency and
 images/s. ``--algorithms`` and ``--projections 128,64,32`` (``coreset_projection``: fewer dims, fewer
 bytes per step and a coarser distance) choose the variants, in both modes. ``auroc``: image AUROC
-of the ``fast`` profile with each variant on the three synthetic categories over the seeds. Results are printed as JSON lines (and written to ``--out`` if given).
+of the ``fast`` profile with each variant on the three synthetic categories over the seeds. Results
+are printed as JSON lines (and written to ``--out`` if given).
 """
 
 from __future__ import annotations

@@ -97,35 +97,18 @@ class StepPlan:
 
 SHRUNK_DSR_STAGES = {"stage1_epochs": 1, "stage1_samples_per_epoch": 8, "stage2_epochs": 1, "stage2_samples_per_epoch": 8}
 STEP_PLANS: dict[str, StepPlan] = {
-    plan_name: plan
-    for plan_name, plan in [
-        ("draem", StepPlan("draem", "epoch", draem_steps, "epochs")),
-        ("glass", StepPlan("glass", "epoch", glass_steps, "epochs")),
-        ("supersimplenet", StepPlan("supersimplenet", "epoch", supersimplenet_steps, "epochs")),
-        (
-            "efficientad",
-            StepPlan("efficientad", "training step", lambda hp, n, d: 1, "steps", kind=1, fixed=PLANS["efficientad"].fixed),
-        ),
-        ("dsr-stage1", StepPlan("dsr", "stage-1 epoch", dsr_steps("stage1"), "stage1_epochs")),
-        (
-            "dsr-stage2",
-            StepPlan(
-                "dsr",
-                "stage-2 epoch",
-                dsr_steps("stage2"),
-                "stage2_epochs",
-                kind=1,
-                fixed={"stage1_epochs": 1, "stage1_samples_per_epoch": 8},
-            ),
-        ),
-        ("dsr-stage3", StepPlan("dsr", "stage-3 epoch", dsr_steps("stage3"), "stage3_epochs", kind=2, fixed=SHRUNK_DSR_STAGES)),
-        ("cflow-layer1", StepPlan("cflow", "meta-epoch: first flow", cflow_steps(0), "meta_epochs", group="meta-epoch")),
-        (
-            "cflow-layer2",
-            StepPlan("cflow", "meta-epoch: second flow", cflow_steps(1), "meta_epochs", kind=1, images=16, group="meta-epoch"),
-        ),
-        ("cflow-layer3", StepPlan("cflow", "meta-epoch: third flow", cflow_steps(2), "meta_epochs", kind=2, images=16, group="meta-epoch")),
-    ]
+    "draem": StepPlan("draem", "epoch", draem_steps, "epochs"),
+    "glass": StepPlan("glass", "epoch", glass_steps, "epochs"),
+    "supersimplenet": StepPlan("supersimplenet", "epoch", supersimplenet_steps, "epochs"),
+    "efficientad": StepPlan("efficientad", "training step", lambda hp, n, d: 1, "steps", kind=1, fixed=PLANS["efficientad"].fixed),
+    "dsr-stage1": StepPlan("dsr", "stage-1 epoch", dsr_steps("stage1"), "stage1_epochs"),
+    "dsr-stage2": StepPlan(
+        "dsr", "stage-2 epoch", dsr_steps("stage2"), "stage2_epochs", kind=1, fixed={"stage1_epochs": 1, "stage1_samples_per_epoch": 8}
+    ),
+    "dsr-stage3": StepPlan("dsr", "stage-3 epoch", dsr_steps("stage3"), "stage3_epochs", kind=2, fixed=SHRUNK_DSR_STAGES),
+    "cflow-flow1": StepPlan("cflow", "meta-epoch: first flow", cflow_steps(0), "meta_epochs", group="meta-epoch"),
+    "cflow-flow2": StepPlan("cflow", "meta-epoch: second flow", cflow_steps(1), "meta_epochs", kind=1, images=16, group="meta-epoch"),
+    "cflow-flow3": StepPlan("cflow", "meta-epoch: third flow", cflow_steps(2), "meta_epochs", kind=2, images=16, group="meta-epoch"),
 }
 
 

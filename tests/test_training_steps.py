@@ -68,7 +68,7 @@ WHOLE_UNITS: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "cflow",
         {"meta_epochs": 1, "sub_epochs": 2, "image_size": 64, "backbone": "tf_efficientnet_lite0"},
-        ["cflow-layer1", "cflow-layer2", "cflow-layer3"],
+        ["cflow-flow1", "cflow-flow2", "cflow-flow3"],
     ),
 ]
 
