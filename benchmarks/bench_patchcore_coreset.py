@@ -18,14 +18,17 @@ peak RSS is that run's own):
 
     .venv/bin/python benchmarks/bench_patchcore_coreset.py fit --images 400 --size 256
     .venv/bin/python benchmarks/bench_patchcore_coreset.py auroc --seeds 0,1,2
+    .venv/bin/python benchmarks/bench_patchcore_coreset.py precision --images 100
 
 ``fit``: the ``paper`` profile (Lite0 backbone, ``crop`` none by default: 1,024 patches per image as in
 the issue's measurement) fitted on ``--images`` generated training images, once per algorithm: fit
 seconds, peak RSS, coverage radius, image AUROC on the category's test set, batch-1 latency and
 images/s. ``--algorithms`` and ``--projections 128,64,32`` (``coreset_projection``: fewer dims, fewer
 bytes per step and a coarser distance) choose the variants, in both modes. ``auroc``: image AUROC
-of the ``fast`` profile with each variant on the three synthetic categories over the seeds. Results
-are printed as JSON lines (and written to ``--out`` if given).
+of the ``fast`` profile with each variant on the three synthetic categories over the seeds.
+``precision``: the ``exact`` loop on a float32, bfloat16 and float16 projected bank beside ``pruned``,
+on one bank: seconds and coverage radius of each selection. Results are printed as JSON lines (and
+written to ``--out`` if given).
 """
 
 from __future__ import annotations
@@ -259,9 +262,42 @@ def _auroc(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _precision(args: argparse.Namespace) -> list[dict]:
+    """The `exact` loop on a float32, bfloat16 and float16 projected bank, beside `pruned`: seconds and
+    coverage radius of each selection (the issue's "half precision for the distance bank" choice)."""
+    import torch
+    from autovi_plugin_patchcore.coreset import coreset_indices, greedy_k_center, mean_distance_to_start_points, random_projection
+
+    train, _, _ = load_category(generated_category(Path(args.data), args.category, args.images, args.size))
+    crop = None if args.crop == "none" else int(args.crop)
+    bank = bank_of(paper_detector(crop=crop), train)
+    n_select = max(1, round(bank.shape[0] * args.ratio))
+    generator = torch.Generator().manual_seed(0)
+    projected = random_projection(torch.from_numpy(bank), 128, generator)  # as coreset_indices does with seed 0
+    initial = mean_distance_to_start_points(projected, 10, generator)
+    coreset_indices(torch.from_numpy(bank[:4096]), 0.01, algorithm="pruned")  # compile (or load the numba cache)
+    variants = {
+        "pruned (float64 sums)": lambda: coreset_indices(torch.from_numpy(bank), args.ratio, seed=0, algorithm="pruned"),
+        **{
+            f"exact, {dtype} bank": (lambda dtype=dtype: greedy_k_center(projected.to(dtype).contiguous(), n_select, initial))
+            for dtype in (torch.float32, torch.bfloat16, torch.float16)
+        },
+    }
+    rows = []
+    for name, select in variants.items():
+        start = time.perf_counter()
+        chosen = select().numpy()
+        seconds = time.perf_counter() - start
+        row = {"variant": name, "bank": list(bank.shape), "n_select": n_select, "seconds": seconds}
+        row |= {"ms_per_step": 1e3 * seconds / n_select, "coverage_radius": coverage_radius(bank, chosen), "load_avg": os.getloadavg()}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["fit", "auroc"])
+    parser.add_argument("mode", choices=["fit", "auroc", "precision"])
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--crop", default="none", help="the paper profile's crop override ('none': the whole 256-px image)")
@@ -279,6 +315,8 @@ def main() -> None:
     os.environ.setdefault("AUTOVI_NO_PROGRESS", "1")
     if args.mode == "auroc":
         rows = _auroc(args)
+    elif args.mode == "precision":
+        rows = _precision(args)
     elif args.one:
         print(json.dumps(_one_fit(args)), flush=True)
         return
