@@ -260,11 +260,11 @@ def fit_timed(detector: Detector, data: ExperimentData, shared_fits: str | None 
 
 def evaluate_fitted(
     task: Task, detector: Detector, data: ExperimentData, registry: Any
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     """Predict the test split (timed, after a warm-up), the batch-1 latency and the calibration
     hold-out, then compute every registered metric; returns (metrics, timing, the calibration section
-    of a model folder: what ``--save-models`` writes). With an output folder it also writes the maps
-    (``save_maps``) and the experiment file (:mod:`.experiment_file`)."""
+    of a model folder when ``--save-models`` will write one, else None). With an output folder it
+    also writes the maps (``save_maps``) and the experiment file (:mod:`.experiment_file`)."""
     from .model_folder import calibration_section
     from .progress import track
 
@@ -274,14 +274,14 @@ def evaluate_fitted(
     with stopwatch() as predict_time:
         scores, maps = _predict_by_size(detector, category, test, test_images)
     latency_ms = _batch1_latency_ms(detector, category, test, test_images)
-    calibration_scores = calibration_maxima = None
+    calibration_scores = calibration_maxima = calibration = None
     calibration_maps: list[np.ndarray] = []
     if data.calibration:
         calibration_scores, calibration_maps = _predict_by_size(detector, category, data.calibration, data.calibration_images)
         calibration_maxima = [float(np.max(m)) for m in calibration_maps]
-    calibration = calibration_section(
-        [] if calibration_scores is None else calibration_scores, calibration_maps, [category.relative_path(s) for s in data.calibration]
-    )
+    if task.save_models:
+        paths = [category.relative_path(s) for s in data.calibration]
+        calibration = calibration_section([] if calibration_scores is None else calibration_scores, calibration_maps, paths)
     del calibration_maps
 
     channels = None

@@ -130,6 +130,13 @@ def test_module_from_state_takes_the_tensors_themselves_without_initialising() -
     assert torch.equal(computed.scale, torch.tensor([1.0, 2.0])) and torch.equal(computed.linear.weight, state["weight"])
     with pytest.raises(RuntimeError, match="Missing key"):
         module_from_state(lambda: torch.nn.Linear(3, 2), {"weight": state["weight"]})
+    with_head = {**state, "head.weight": torch.rand(1, 2)}
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        module_from_state(lambda: torch.nn.Linear(3, 2), with_head)
+    body = module_from_state(lambda: torch.nn.Linear(3, 2), with_head, ignore_extra=True)
+    assert body.weight.data_ptr() == state["weight"].data_ptr() and set(body.state_dict()) == {"weight", "bias"}
+    with pytest.raises(RuntimeError, match="Missing key"):  # extra keys are left out, missing ones still refused
+        module_from_state(lambda: torch.nn.Linear(3, 2), {"weight": state["weight"], "head.weight": state["bias"]}, ignore_extra=True)
 
 
 def test_load_backbone_builds_nothing_random(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ float32."""
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -85,12 +86,9 @@ class FeatureExtractor:
         if list(indices) != sorted(set(indices)):  # timm returns the layers shallow to deep, once each
             order = ", ".join(names)
             raise ConfigError(f"backbone {backbone!r}: layers {list(layers)} must be distinct, shallowest to deepest ({order})")
-        with torch.device("meta"):
-            wanted = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=indices).state_dict().keys()
-        state = {k: v for k, v in full.state_dict().items() if k in wanted}
+        create = functools.partial(timm.create_model, backbone, pretrained=False, features_only=True, out_indices=indices)
+        model = module_from_state(create, full.state_dict(), ignore_extra=True)
         del full  # the feature model holds the tensors it needs; the classifier's others go
-        model = module_from_state(lambda: timm.create_model(backbone, pretrained=False, features_only=True, out_indices=indices), state)
-        del state
         _drop_blocks_after(model, layers)
         self.backbone = backbone
         self.layers = tuple(layers)

@@ -125,8 +125,12 @@ def _probe(tensor: torch.Tensor, size: int = 64) -> torch.Tensor:
     return tensor.detach().reshape(-1)[:size].clone()
 
 
-def module_from_state(create: Callable[[], torch.nn.Module], state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-    """The module ``create()`` builds, holding ``state``'s tensors themselves (strictly: every key, no other).
+def module_from_state(
+    create: Callable[[], torch.nn.Module], state: Mapping[str, torch.Tensor], *, ignore_extra: bool = False
+) -> torch.nn.Module:
+    """The module ``create()`` builds, holding ``state``'s tensors themselves (strictly: every key of
+    the module; ``ignore_extra``: keys of ``state`` the module lacks are left out, e.g. a classifier's
+    head for a feature model; otherwise they are an error).
 
     It is built on the meta device and the tensors are assigned, so neither a random initialisation
     nor a copy of the weights is made (a WideResNet-50's 263 MB were both, briefly). A module with
@@ -134,6 +138,9 @@ def module_from_state(create: Callable[[], torch.nn.Module], state: Mapping[str,
     CPU and loaded by copy instead.
     """
     model = _uninitialised(create)
+    if ignore_extra:
+        own = model.state_dict().keys()
+        state = {k: v for k, v in state.items() if k in own}
     _load(model, state)
     return model
 
