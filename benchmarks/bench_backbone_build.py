@@ -24,18 +24,10 @@ from pathlib import Path
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_measurements import random_weights_file  # noqa: E402
+
 CASES = {"wide_resnet50_2": ("layer2", "layer3"), "resnet18": ("layer1", "layer2", "layer3")}
-
-
-def weights_file(backbone: str, folder: Path) -> Path:
-    """A seeded random initialisation of ``backbone``, saved as a state dict."""
-    import timm
-
-    path = folder / f"{backbone}-random.pth"
-    if not path.exists():
-        torch.manual_seed(0)
-        torch.save(timm.create_model(backbone, pretrained=False).state_dict(), path)
-    return path
 
 
 def copied_into_random_inits(backbone: str, layers: tuple[str, ...], path: Path) -> torch.nn.Module:
@@ -70,7 +62,7 @@ WAYS = {"copied-into-random-inits": copied_into_random_inits, "autovi": autovi_e
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("backbone-weights")
-    return {backbone: weights_file(backbone, folder) for backbone in CASES}
+    return {backbone: random_weights_file(backbone, folder) for backbone in CASES}
 
 
 @pytest.mark.parametrize("way", list(WAYS))
@@ -105,7 +97,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         for backbone in CASES:
-            path = weights_file(backbone, Path(folder))
+            path = random_weights_file(backbone, Path(folder))
             peaks = {way: peak_in_child(way, backbone, path)["peak_growth_mib"] for way in WAYS}
             print(f"{backbone} {CASES[backbone]}: " + ", ".join(f"{way} +{mib:,.0f} MiB" for way, mib in peaks.items()))
 

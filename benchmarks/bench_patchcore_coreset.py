@@ -27,8 +27,8 @@ images/s. ``--algorithms`` and ``--projections 128,64,32`` (``coreset_projection
 bytes per step and a coarser distance) choose the variants, in both modes. ``auroc``: image AUROC
 of the ``fast`` profile with each variant on the three synthetic categories over the seeds.
 ``precision``: the ``exact`` loop on a float32, bfloat16 and float16 projected bank, and 4, 16 and 64
-centres per pass, beside ``pruned``, on one bank: seconds and coverage radius of each selection. Results are printed as JSON lines (and
-written to ``--out`` if given).
+centres per pass, beside ``pruned``, on one bank: seconds and coverage radius of each selection.
+Results are printed as JSON lines (and written to ``--out`` if given).
 """
 
 from __future__ import annotations
@@ -75,10 +75,15 @@ def _timed(fn, *args) -> float:  # noqa: ANN001
 
 def coverage_radius(bank: np.ndarray, chosen: np.ndarray) -> float:
     """max over bank rows of the L2 distance to the nearest chosen row (exact, faiss IndexFlatL2)."""
+    return radius_of_centres(bank, bank[chosen])
+
+
+def radius_of_centres(bank: np.ndarray, centres: np.ndarray) -> float:
+    """max over bank rows of the L2 distance to the nearest of ``centres`` (exact, faiss IndexFlatL2)."""
     import faiss
 
     index = faiss.IndexFlatL2(bank.shape[1])
-    index.add(np.ascontiguousarray(bank[chosen], dtype=np.float32))
+    index.add(np.ascontiguousarray(centres, dtype=np.float32))
     worst = 0.0
     for begin in range(0, bank.shape[0], 65536):
         squared, _ = index.search(np.ascontiguousarray(bank[begin : begin + 65536], dtype=np.float32), 1)
@@ -98,6 +103,11 @@ def load_category(path: Path) -> tuple[list, list, np.ndarray]:
     category = read_autovi_category(path, dataset="synthetic", name=path.name, native_size=None)
     test = category.test
     return category.load_images(category.train), category.load_images(test), np.array([s.label for s in test])
+
+
+def crop_of(args: argparse.Namespace) -> int | None:
+    """The ``--crop`` option as the paper profile's ``crop`` override ('none': the whole image)."""
+    return None if args.crop == "none" else int(args.crop)
 
 
 def paper_detector(seed: int = 0, **overrides):  # noqa: ANN201
@@ -195,7 +205,7 @@ def _one_fit(args: argparse.Namespace) -> dict:
     import autovi_core.backbones  # noqa: F401
 
     train, test, labels = load_category(generated_category(Path(args.data), args.category, args.images, args.size))
-    crop = None if args.crop == "none" else int(args.crop)
+    crop = crop_of(args)
     detector = paper_detector(seed=0, crop=crop, coreset_algorithm=args.one, coreset_ratio=args.ratio, coreset_projection=args.projection)
     start = time.perf_counter()
     detector.fit(train)
@@ -216,16 +226,7 @@ def _one_fit(args: argparse.Namespace) -> dict:
         **latency(detector, test),
     }
     if not args.no_radius:
-        bank = bank_of(detector, train)
-        import faiss
-
-        index = faiss.IndexFlatL2(bank.shape[1])
-        index.add(detector.memory_bank)
-        worst = 0.0
-        for begin in range(0, bank.shape[0], 65536):
-            squared, _ = index.search(np.ascontiguousarray(bank[begin : begin + 65536]), 1)
-            worst = max(worst, float(squared.max()))
-        row["coverage_radius"] = worst**0.5
+        row["coverage_radius"] = radius_of_centres(bank_of(detector, train), detector.memory_bank)
     row["load_avg"] = os.getloadavg()
     return row
 
@@ -291,7 +292,7 @@ def _precision(args: argparse.Namespace) -> list[dict]:
     from autovi_plugin_patchcore.coreset import coreset_indices, greedy_k_center, mean_distance_to_start_points, random_projection
 
     train, _, _ = load_category(generated_category(Path(args.data), args.category, args.images, args.size))
-    crop = None if args.crop == "none" else int(args.crop)
+    crop = crop_of(args)
     bank = bank_of(paper_detector(crop=crop), train)
     n_select = max(1, round(bank.shape[0] * args.ratio))
     generator = torch.Generator().manual_seed(0)

@@ -303,9 +303,13 @@ def main(argv: list[str] | None = None) -> str:
     fused = None
     if "efficientad" in names:
         fused = fused_efficientad_latency_ms(args.device, rounds=3 if args.quick else 500, warm_up=1 if args.quick else 10)
-    text = report(rows, fused, args.device, data, settings)
-    if args.output:
-        args.output.write_text(text)
+    return publish(report(rows, fused, args.device, data, settings), args.output)
+
+
+def publish(text: str, output: Path | None) -> str:
+    """Print a report, write it to ``output`` when given (``--output``), and return it."""
+    if output:
+        output.write_text(text)
     print(text)
     return text
 

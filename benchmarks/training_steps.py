@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_measurements import PLANS, Data, add_data_arguments, backbone_overrides, device_name  # noqa: E402
+from gpu_measurements import PLANS, Data, add_data_arguments, backbone_overrides, device_name, publish  # noqa: E402
 
 
 def loader_steps(samples: int, batch: int) -> int:
@@ -270,11 +270,7 @@ def main(argv: list[str] | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix="autovi-step-data-") as scratch:
         data = Data.from_args(args, Path(scratch))
         rows = [time_in_child(name, args, data) for name in args.plan or list(STEP_PLANS)]
-    text = report(rows, args.device, data, args.steps)
-    if args.output:
-        args.output.write_text(text)
-    print(text)
-    return text
+    return publish(report(rows, args.device, data, args.steps), args.output)
 
 
 if __name__ == "__main__":
